@@ -1,0 +1,204 @@
+// nanobind bindings only: no logic lives here, beyond moving buffers and the GIL across the boundary.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/unique_ptr.h>
+#include <nanobind/stl/vector.h>
+
+#include "s3torch/client.hpp"
+#include "s3torch/error.hpp"
+#include "s3torch/get_stream.hpp"
+#include "s3torch/put_stream.hpp"
+
+namespace nb = nanobind;
+using namespace s3torch;
+
+namespace {
+
+struct PyChunk {
+  Chunk c;
+};
+
+int chunk_getbuffer(PyObject *self, Py_buffer *view, int flags) {
+  PyChunk *chunk = nb::inst_ptr<PyChunk>(self);
+  // Read-only view straight onto the part buffer; `self` (and so the buffer) stays alive with the view.
+  return PyBuffer_FillInfo(view, self, const_cast<uint8_t *>(chunk->c.data),
+                           static_cast<Py_ssize_t>(chunk->c.size), 1, flags);
+}
+
+PyType_Slot chunk_slots[] = {{Py_bf_getbuffer, reinterpret_cast<void *>(chunk_getbuffer)}, {0, nullptr}};
+
+// A contiguous buffer of a Python object, released on scope exit.
+struct Buffer {
+  Py_buffer view{};
+  Buffer(nb::handle obj, bool writable) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj.ptr(), &view, flags) != 0) throw nb::python_error();
+  }
+  ~Buffer() { PyBuffer_Release(&view); }
+  uint8_t *data() const { return static_cast<uint8_t *>(view.buf); }
+  size_t size() const { return static_cast<size_t>(view.len); }
+};
+
+nb::object info_tuple(const ObjectInfo &o) {
+  return nb::make_tuple(o.key, o.etag, o.size, o.last_modified, o.storage_class, o.restore);
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "s3torch native core: AWS CRT S3 client, pinned part-buffer pool, zero-copy streams";
+
+  nb::register_exception_translator([](const std::exception_ptr &p, void *) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const S3Error &e) {
+      nb::object make = nb::module_::import_("s3torch._exceptions").attr("make_s3_exception");
+      nb::object exc = make(e.what(), nb::arg("bucket") = e.bucket, nb::arg("key") = e.key,
+                            nb::arg("status") = e.status, nb::arg("code") = e.code,
+                            nb::arg("request_id") = e.request_id, nb::arg("operation") = e.operation);
+      PyErr_SetObject(reinterpret_cast<PyObject *>(Py_TYPE(exc.ptr())), exc.ptr());
+    } catch (const UsageError &e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  nb::class_<PyChunk>(m, "Chunk", nb::type_slots(chunk_slots),
+                      "Bytes of an object in a pinned part buffer; supports the buffer protocol without copying")
+      .def("__len__", [](const PyChunk &c) { return c.c.size; })
+      .def_prop_ro("offset", [](const PyChunk &c) { return c.c.offset; }, "object offset of the first byte")
+      .def_prop_ro("address", [](const PyChunk &c) { return reinterpret_cast<uintptr_t>(c.c.data); })
+      .def("__repr__", [](const PyChunk &c) {
+        return "<s3torch Chunk offset=" + std::to_string(c.c.offset) + " len=" + std::to_string(c.c.size) + ">";
+      });
+
+  nb::class_<GetStream>(m, "GetObjectStream")
+      .def("__iter__", [](nb::handle self) { return nb::borrow(self); })
+      .def("__next__",
+           [](GetStream &s) {
+             std::optional<Chunk> c;
+             {
+               nb::gil_scoped_release release;
+               c = s.next();
+             }
+             if (!c) throw nb::stop_iteration();
+             return PyChunk{std::move(*c)};
+           })
+      .def(
+          "read_into",
+          [](GetStream &s, nb::handle buffer) {
+            Buffer b(buffer, true);
+            nb::gil_scoped_release release;
+            return s.read_into(b.data(), b.size());
+          },
+          nb::arg("buffer"))
+      .def("close", &GetStream::close, nb::call_guard<nb::gil_scoped_release>())
+      .def("tell", &GetStream::tell)
+      .def_prop_ro("bucket", &GetStream::bucket)
+      .def_prop_ro("key", &GetStream::key)
+      .def_prop_ro("start", &GetStream::start)
+      .def_prop_ro("end", &GetStream::end)
+      .def_prop_ro("object_size", &GetStream::object_size)
+      .def_prop_ro("closed", &GetStream::closed);
+
+  nb::class_<PutStream>(m, "PutObjectStream")
+      .def(
+          "write",
+          [](PutStream &s, nb::handle data) {
+            Buffer b(data, false);
+            nb::gil_scoped_release release;
+            s.write(b.data(), b.size());
+            return b.size();
+          },
+          nb::arg("data"))
+      .def("close", &PutStream::close, nb::call_guard<nb::gil_scoped_release>())
+      .def("abort", &PutStream::abort, nb::call_guard<nb::gil_scoped_release>())
+      .def_prop_ro("bytes_written", &PutStream::bytes_written)
+      .def_prop_ro("closed", &PutStream::closed)
+      .def_prop_ro("bucket", &PutStream::bucket)
+      .def_prop_ro("key", &PutStream::key);
+
+  nb::class_<Client>(m, "Client")
+      .def(
+          "__init__",
+          [](Client *self, const std::string &region, const std::string &endpoint, const std::string &user_agent_prefix,
+             const std::string &profile, double throughput_target_gbps, uint64_t part_size, bool unsigned_requests,
+             bool force_path_style, uint32_t max_attempts, uint64_t memory_limit_bytes) {
+            ClientConfig c;
+            c.region = region;
+            c.endpoint = endpoint;
+            c.user_agent_prefix = user_agent_prefix;
+            c.profile = profile;
+            c.throughput_target_gbps = throughput_target_gbps;
+            c.part_size = part_size;
+            c.unsigned_requests = unsigned_requests;
+            c.force_path_style = force_path_style;
+            c.max_attempts = max_attempts;
+            c.memory_limit_bytes = memory_limit_bytes;
+            new (self) Client(std::move(c));
+          },
+          nb::arg("region"), nb::arg("endpoint") = "", nb::arg("user_agent_prefix") = "", nb::arg("profile") = "",
+          nb::arg("throughput_target_gbps") = 10.0, nb::arg("part_size") = 8ull << 20,
+          nb::arg("unsigned") = false, nb::arg("force_path_style") = false, nb::arg("max_attempts") = 10,
+          nb::arg("memory_limit_bytes") = 0)
+      .def("get", &Client::get, nb::arg("bucket"), nb::arg("key"), nb::arg("start") = nb::none(),
+           nb::arg("end") = nb::none(), nb::call_guard<nb::gil_scoped_release>())
+      .def("put", &Client::put, nb::arg("bucket"), nb::arg("key"), nb::arg("storage_class") = "",
+           nb::call_guard<nb::gil_scoped_release>())
+      .def("head",
+           [](Client &c, const std::string &bucket, const std::string &key) {
+             ObjectInfo o;
+             {
+               nb::gil_scoped_release release;
+               o = c.head(bucket, key);
+             }
+             return info_tuple(o);
+           })
+      .def("list",
+           [](Client &c, const std::string &bucket, const std::string &prefix, const std::string &delimiter,
+              int max_keys, const std::string &token) {
+             ListPage p;
+             {
+               nb::gil_scoped_release release;
+               p = c.list(bucket, prefix, delimiter, max_keys, token);
+             }
+             nb::list objects;
+             for (auto &o : p.objects) objects.append(info_tuple(o));
+             return nb::make_tuple(objects, p.common_prefixes, p.next_continuation_token, p.truncated);
+           })
+      .def("delete", &Client::remove, nb::call_guard<nb::gil_scoped_release>())
+      .def("copy", &Client::copy, nb::call_guard<nb::gil_scoped_release>())
+      .def("pool_stats",
+           [](const Client &c) {
+             PoolStats s = c.pool_stats();
+             nb::dict d;
+             d["limit_bytes"] = s.limit_bytes;
+             d["reserved_bytes"] = s.reserved_bytes;
+             d["in_use_bytes"] = s.in_use_bytes;
+             d["peak_bytes"] = s.peak_bytes;
+             d["mapped_bytes"] = s.mapped_bytes;
+             d["locked_bytes"] = s.locked_bytes;
+             d["forced_bytes"] = s.forced_bytes;
+             d["pending_reservations"] = s.pending_reservations;
+             d["tickets_granted"] = s.tickets_granted;
+             d["waits"] = s.waits;
+             d["mlock_ok"] = s.mlock_ok;
+             d["part_size"] = s.part_size;
+             d["slab_bytes"] = s.slab_bytes;
+             return d;
+           })
+      .def("counters", [](const Client &c) {
+        CounterSnapshot s = c.counters();
+        nb::dict d;
+        d["meta_requests"] = s.meta_requests;
+        d["get_streams"] = s.get_streams;
+        d["put_streams"] = s.put_streams;
+        d["http_requests"] = s.http_requests;
+        d["failed_attempts"] = s.failed_attempts;
+        d["bytes_downloaded"] = s.bytes_downloaded;
+        d["bytes_uploaded"] = s.bytes_uploaded;
+        d["chunk_copies"] = s.chunk_copies;
+        return d;
+      });
+}

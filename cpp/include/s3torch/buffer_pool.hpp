@@ -1,0 +1,53 @@
+#pragma once
+// Part-buffer pool plugged into aws-c-s3 (s3_buffer_pool.h).
+//
+// Buffers of the client's part size are carved from large page-aligned slabs (mmap), locked with mlock
+// when RLIMIT_MEMLOCK allows, so that registering a slab with CUDA makes its buffers true pinned memory.
+// Other sizes get their own mapping. A hard byte limit bounds what is reserved: a reservation that does
+// not fit waits (FIFO) until a ticket is released, so a slow consumer stalls the download instead of
+// growing memory. Tickets keep the pool alive, so chunks may outlive the client.
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+struct aws_s3_buffer_pool;
+struct aws_s3_buffer_pool_config;
+struct aws_allocator;
+
+namespace s3torch {
+
+struct PoolStats {
+  uint64_t limit_bytes = 0;      // hard limit on reserved bytes
+  uint64_t reserved_bytes = 0;   // granted tickets, claimed or not
+  uint64_t in_use_bytes = 0;     // tickets whose buffer was claimed
+  uint64_t peak_bytes = 0;       // highest reserved_bytes seen
+  uint64_t mapped_bytes = 0;     // memory currently mapped for buffers (slabs + odd sizes)
+  uint64_t locked_bytes = 0;     // of mapped_bytes, locked with mlock
+  uint64_t forced_bytes = 0;     // reservations that could not wait (uploads) granted beyond the limit
+  uint64_t pending_reservations = 0;
+  uint64_t tickets_granted = 0;
+  uint64_t waits = 0;            // reservations that had to wait for memory
+  bool mlock_ok = false;         // every mapping so far could be locked
+  uint64_t part_size = 0;
+  uint64_t slab_bytes = 0;
+};
+
+class BufferPool;
+
+// Creates pools for aws_s3_client_config.buffer_pool_factory_fn; `user_data` must point to a
+// PoolFactoryContext that outlives aws_s3_client_new.
+struct PoolFactoryContext {
+  uint64_t memory_limit = 0;            // 0: take the limit the CRT passes (its default)
+  std::shared_ptr<BufferPool> created;  // set by the factory
+};
+
+aws_s3_buffer_pool *pool_factory(aws_allocator *allocator, aws_s3_buffer_pool_config config,
+                                 void *user_data);
+
+class BufferPool {
+ public:
+  virtual ~BufferPool() = default;
+  virtual PoolStats stats() const = 0;
+};
+
+}  // namespace s3torch

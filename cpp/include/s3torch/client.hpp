@@ -1,0 +1,92 @@
+#pragma once
+// The S3 client: one aws_s3_client per config, with our buffer pool.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "s3torch/buffer_pool.hpp"
+
+namespace s3torch {
+
+class GetStream;
+class PutStream;
+
+struct ClientConfig {
+  std::string region = "us-east-1";
+  std::string endpoint;  // "" = AWS; else "http(s)://host[:port]"
+  std::string user_agent_prefix;
+  std::string profile;   // "" = default chain's choice
+  double throughput_target_gbps = 10.0;
+  uint64_t part_size = 8ull << 20;
+  bool unsigned_requests = false;
+  bool force_path_style = false;
+  uint32_t max_attempts = 10;
+  uint64_t memory_limit_bytes = 0;  // 0 = CRT default for the throughput target
+};
+
+struct ObjectInfo {
+  std::string key;
+  std::string etag;
+  uint64_t size = 0;
+  int64_t last_modified = 0;  // seconds since the epoch
+  std::optional<std::string> storage_class;
+  std::optional<std::string> restore;  // raw x-amz-restore header, when present
+};
+
+struct ListPage {
+  std::vector<ObjectInfo> objects;
+  std::vector<std::string> common_prefixes;
+  std::string next_continuation_token;
+  bool truncated = false;
+};
+
+// Counters shared by a client and the streams it made (streams may outlive the client).
+struct Counters {
+  std::atomic<uint64_t> meta_requests{0};
+  std::atomic<uint64_t> get_streams{0};
+  std::atomic<uint64_t> put_streams{0};
+  std::atomic<uint64_t> http_requests{0};      // individual HTTP requests, retries included
+  std::atomic<uint64_t> failed_attempts{0};    // HTTP requests that failed (and were retried or not)
+  std::atomic<uint64_t> bytes_downloaded{0};   // body bytes delivered to streams
+  std::atomic<uint64_t> bytes_uploaded{0};     // body bytes accepted by put streams
+  std::atomic<uint64_t> chunk_copies{0};       // bodies delivered without a pool ticket (copied once)
+};
+
+struct CounterSnapshot {
+  uint64_t meta_requests, get_streams, put_streams, http_requests, failed_attempts, bytes_downloaded,
+      bytes_uploaded, chunk_copies;
+};
+
+class Client {
+ public:
+  explicit Client(ClientConfig config);
+  ~Client();
+  Client(const Client &) = delete;
+  Client &operator=(const Client &) = delete;
+
+  // Bytes [start, end) of the object (end exclusive; nullopt = from 0 / to the end).
+  std::unique_ptr<GetStream> get(const std::string &bucket, const std::string &key,
+                                 std::optional<uint64_t> start, std::optional<uint64_t> end);
+  std::unique_ptr<PutStream> put(const std::string &bucket, const std::string &key,
+                                 const std::string &storage_class);
+  ObjectInfo head(const std::string &bucket, const std::string &key);
+  ListPage list(const std::string &bucket, const std::string &prefix, const std::string &delimiter,
+                int max_keys, const std::string &continuation_token);
+  void remove(const std::string &bucket, const std::string &key);
+  void copy(const std::string &src_bucket, const std::string &src_key, const std::string &dst_bucket,
+            const std::string &dst_key);
+
+  PoolStats pool_stats() const;
+  CounterSnapshot counters() const;
+  const ClientConfig &config() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace s3torch

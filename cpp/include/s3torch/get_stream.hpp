@@ -1,0 +1,43 @@
+#pragma once
+// A GET of a whole object or a byte range. Parts arrive (in object order) into pool buffers; the
+// stream queues them as Chunks without copying. Consumers pull chunks, or copy across chunks into a
+// buffer of their own with read_into. Destroying the stream cancels the request.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "s3torch/chunk.hpp"
+
+namespace s3torch {
+
+class GetStream {
+ public:
+  struct State;
+  explicit GetStream(std::shared_ptr<State> state);
+  ~GetStream();
+  GetStream(const GetStream &) = delete;
+  GetStream &operator=(const GetStream &) = delete;
+
+  // Next chunk in object order; nullopt at the end. Blocks. Throws S3Error if the request failed.
+  std::optional<Chunk> next();
+  // Copies the next bytes of the stream into dst (across chunks); returns how many were written,
+  // fewer than n only at the end of the stream. Blocks. Throws S3Error.
+  size_t read_into(uint8_t *dst, size_t n);
+  // Cancels the request and drops queued chunks. Idempotent.
+  void close();
+
+  uint64_t tell() const;   // object offset of the next byte the consumer gets
+  const std::string &bucket() const;
+  const std::string &key() const;
+  std::optional<uint64_t> start() const;
+  std::optional<uint64_t> end() const;
+  // Total object size as reported by the response headers; nullopt until they arrived.
+  std::optional<uint64_t> object_size() const;
+  bool closed() const;
+
+ private:
+  std::shared_ptr<State> st_;
+};
+
+}  // namespace s3torch

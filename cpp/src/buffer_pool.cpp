@@ -1,0 +1,339 @@
+#include "s3torch/buffer_pool.hpp"
+
+#include <aws/common/error.h>
+#include <aws/s3/s3.h>
+#include <aws/s3/s3_buffer_pool.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <new>
+#include <utility>
+#include <vector>
+
+namespace s3torch {
+
+namespace {
+
+size_t page_size() {
+  static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return p;
+}
+
+size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+struct Mapping {
+  uint8_t *base = nullptr;
+  size_t bytes = 0;
+  bool locked = false;
+};
+
+Mapping map_bytes(size_t bytes) {
+  void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return {};
+  // Best effort: mlock fails beyond RLIMIT_MEMLOCK; the buffer then is ordinary pageable memory.
+  bool locked = mlock(p, bytes) == 0;
+  return Mapping{static_cast<uint8_t *>(p), bytes, locked};
+}
+
+void unmap(const Mapping &m) {
+  if (m.locked) munlock(m.base, m.bytes);
+  munmap(m.base, m.bytes);
+}
+
+class Pool;
+
+struct Slab {
+  Mapping map;
+  std::vector<uint8_t *> free;  // part-size buffers of this slab not handed out
+  size_t buffers = 0;
+};
+
+struct Ticket {
+  aws_s3_buffer_ticket base;
+  std::shared_ptr<Pool> pool;
+  size_t size = 0;
+  bool forced = false;
+  uint8_t *data = nullptr;
+  Slab *slab = nullptr;     // part-size buffer from this slab
+  Mapping own;              // odd-size buffer with its own mapping
+  int pid = 0;
+};
+
+aws_byte_buf ticket_claim(aws_s3_buffer_ticket *t);
+void ticket_zero(void *user_data);
+aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta);
+void pool_trim(aws_s3_buffer_pool *p);
+int pool_add_special_size(aws_s3_buffer_pool *, size_t) { return AWS_OP_SUCCESS; }
+void pool_release_special_size(aws_s3_buffer_pool *, size_t) {}
+uint64_t pool_derive_aligned(aws_s3_buffer_pool *, uint64_t size) { return size; }
+void pool_zero(void *user_data);
+
+aws_s3_buffer_ticket_vtable g_ticket_vtable = {ticket_claim, nullptr, nullptr};
+aws_s3_buffer_pool_vtable g_pool_vtable = {pool_reserve,           pool_trim,
+                                           pool_add_special_size,  pool_release_special_size,
+                                           pool_derive_aligned,    nullptr,
+                                           nullptr};
+
+class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
+ public:
+  Pool(aws_allocator *allocator, size_t part_size, size_t limit)
+      : allocator_(allocator), part_bytes_(round_up(part_size, page_size())), limit_(limit) {
+    stats_.limit_bytes = limit;
+    stats_.part_size = part_size;
+    // Slabs of up to 64 MiB of part buffers (fewer, larger mappings register cheaply with CUDA), but
+    // never more buffers per slab than the limit admits.
+    size_t per_slab = std::max<size_t>(1, (64ull << 20) / part_bytes_);
+    per_slab = std::min(per_slab, std::max<size_t>(1, limit / part_bytes_));
+    slab_buffers_ = per_slab;
+    stats_.slab_bytes = per_slab * part_bytes_;
+    stats_.mlock_ok = true;
+    c_pool_.vtable = &g_pool_vtable;
+    c_pool_.impl = this;
+  }
+
+  ~Pool() override {
+    bool forked = self_pid_ != getpid();
+    for (auto &s : slabs_) {
+      if (!forked) unmap(s->map);
+    }
+  }
+
+  // Called once, right after construction: the C struct's ref count owns a reference to us.
+  aws_s3_buffer_pool *c_pool() {
+    c_self_ = shared_from_this();
+    aws_ref_count_init(&c_pool_.ref_count, this, pool_zero);
+    return &c_pool_;
+  }
+  void drop_c_self() { c_self_.reset(); }
+
+  PoolStats stats() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    PoolStats s = stats_;
+    s.pending_reservations = pending_.size();
+    return s;
+  }
+
+  aws_future_s3_buffer_ticket *reserve(const aws_s3_buffer_pool_reserve_meta &meta) {
+    aws_future_s3_buffer_ticket *future = aws_future_s3_buffer_ticket_new(allocator_);
+    if (meta.size > limit_ && !meta.can_block) {
+      aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_S3_PART_SIZE_EXCEEDS_MEMORY_LIMIT);
+      return future;
+    }
+    aws_s3_buffer_ticket *granted = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (meta.can_block) {
+        // Uploads' async-write buffer must not wait (the CRT could deadlock); grant it at once and
+        // account for it, as the CRT's own pool does.
+        granted = grant_locked(meta.size, stats_.reserved_bytes + meta.size > limit_);
+      } else if (pending_.empty() && stats_.reserved_bytes + meta.size <= limit_) {
+        granted = grant_locked(meta.size, false);
+      } else {
+        pending_.push_back(Pending{aws_future_s3_buffer_ticket_acquire(future), meta.size});
+        stats_.waits++;
+      }
+    }
+    if (granted) aws_future_s3_buffer_ticket_set_result_by_move(future, &granted);
+    return future;
+  }
+
+  uint8_t *claim(Ticket *t) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (t->data) return t->data;
+    if (t->size <= part_bytes_ && t->size > part_bytes_ / 2) {
+      Slab *slab = nullptr;
+      for (auto &s : slabs_) {
+        if (!s->free.empty()) {
+          slab = s.get();
+          break;
+        }
+      }
+      if (!slab) slab = new_slab_locked();
+      if (slab) {
+        t->data = slab->free.back();
+        slab->free.pop_back();
+        t->slab = slab;
+      }
+    }
+    if (!t->data) {
+      t->own = map_bytes(round_up(t->size, page_size()));
+      if (!t->own.base) {
+        // Called from a CRT callback: no exception may cross it, and the CRT cannot take a null buffer.
+        std::fprintf(stderr, "s3torch: out of memory mapping a %zu-byte part buffer\n", t->size);
+        std::abort();
+      }
+      note_mapped_locked(t->own, true);
+      t->data = t->own.base;
+    }
+    stats_.in_use_bytes += t->size;
+    return t->data;
+  }
+
+  void release(Ticket *t) {
+    std::vector<std::pair<aws_future_s3_buffer_ticket *, aws_s3_buffer_ticket *>> grants;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (t->data) {
+        stats_.in_use_bytes -= t->size;
+        if (t->slab) {
+          t->slab->free.push_back(t->data);
+        } else {
+          note_mapped_locked(t->own, false);
+          unmap(t->own);
+        }
+      }
+      stats_.reserved_bytes -= t->size;
+      if (t->forced) stats_.forced_bytes -= t->size;
+      // Grant waiting reservations in arrival order while they fit.
+      while (!pending_.empty() && stats_.reserved_bytes + pending_.front().size <= limit_) {
+        Pending p = pending_.front();
+        pending_.pop_front();
+        if (aws_future_s3_buffer_ticket_is_done(p.future)) {  // the CRT gave up on it (cancelled)
+          aws_future_s3_buffer_ticket_release(p.future);
+          continue;
+        }
+        grants.emplace_back(p.future, grant_locked(p.size, false));
+      }
+    }
+    for (auto &g : grants) {
+      // A future the CRT already failed (request cancelled) destroys the ticket, which returns it.
+      aws_future_s3_buffer_ticket_set_result_by_move(g.first, &g.second);
+      aws_future_s3_buffer_ticket_release(g.first);
+    }
+  }
+
+  void trim() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = slabs_.begin(); it != slabs_.end();) {
+      if ((*it)->free.size() == (*it)->buffers) {
+        note_mapped_locked((*it)->map, false);
+        unmap((*it)->map);
+        it = slabs_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void fail_pending() {
+    std::deque<Pending> pending;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      pending.swap(pending_);
+    }
+    for (auto &p : pending) {
+      aws_future_s3_buffer_ticket_set_error(p.future, AWS_ERROR_S3_CANCELED);
+      aws_future_s3_buffer_ticket_release(p.future);
+    }
+  }
+
+ private:
+  struct Pending {
+    aws_future_s3_buffer_ticket *future;
+    size_t size;
+  };
+
+  aws_s3_buffer_ticket *grant_locked(size_t size, bool forced) {
+    auto *t = new Ticket();
+    t->base.vtable = &g_ticket_vtable;
+    t->base.impl = t;
+    aws_ref_count_init(&t->base.ref_count, t, ticket_zero);
+    t->pool = shared_from_this();
+    t->size = size;
+    t->forced = forced;
+    t->pid = self_pid_;
+    stats_.reserved_bytes += size;
+    if (forced) stats_.forced_bytes += size;
+    stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.reserved_bytes);
+    stats_.tickets_granted++;
+    return &t->base;
+  }
+
+  Slab *new_slab_locked() {
+    auto slab = std::make_unique<Slab>();
+    slab->map = map_bytes(slab_buffers_ * part_bytes_);
+    if (!slab->map.base) return nullptr;
+    slab->buffers = slab_buffers_;
+    for (size_t i = slab_buffers_; i-- > 0;) slab->free.push_back(slab->map.base + i * part_bytes_);
+    note_mapped_locked(slab->map, true);
+    slabs_.push_back(std::move(slab));
+    return slabs_.back().get();
+  }
+
+  void note_mapped_locked(const Mapping &m, bool added) {
+    if (added) {
+      stats_.mapped_bytes += m.bytes;
+      if (m.locked) stats_.locked_bytes += m.bytes;
+      else stats_.mlock_ok = false;
+    } else {
+      stats_.mapped_bytes -= m.bytes;
+      if (m.locked) stats_.locked_bytes -= m.bytes;
+    }
+  }
+
+  aws_allocator *allocator_;
+  const size_t part_bytes_;
+  const size_t limit_;
+  size_t slab_buffers_ = 1;
+  mutable std::mutex mu_;
+  PoolStats stats_;
+  std::deque<Pending> pending_;
+  std::vector<std::unique_ptr<Slab>> slabs_;
+  aws_s3_buffer_pool c_pool_{};
+  std::shared_ptr<Pool> c_self_;
+  const pid_t self_pid_ = getpid();
+};
+
+aws_byte_buf ticket_claim(aws_s3_buffer_ticket *base) {
+  auto *t = static_cast<Ticket *>(base->impl);
+  uint8_t *data = t->pool->claim(t);
+  aws_byte_buf buf{};
+  buf.buffer = data;
+  buf.capacity = t->size;
+  buf.len = 0;
+  buf.allocator = nullptr;  // not ours to free: the pool owns it
+  return buf;
+}
+
+void ticket_zero(void *user_data) {
+  auto *t = static_cast<Ticket *>(user_data);
+  if (t->pid != getpid()) return;  // a parent's ticket in a forked child: leak, never touch the pool
+  t->pool->release(t);
+  delete t;
+}
+
+aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta) {
+  return static_cast<Pool *>(p->impl)->reserve(meta);
+}
+
+void pool_trim(aws_s3_buffer_pool *p) { static_cast<Pool *>(p->impl)->trim(); }
+
+void pool_zero(void *user_data) {
+  auto *pool = static_cast<Pool *>(user_data);
+  // The client is gone: nothing will wait for pending reservations any more.
+  pool->fail_pending();
+  pool->drop_c_self();  // may destroy the pool unless tickets still hold it
+}
+
+}  // namespace
+
+aws_s3_buffer_pool *pool_factory(aws_allocator *allocator, aws_s3_buffer_pool_config config,
+                                 void *user_data) {
+  auto *ctx = static_cast<PoolFactoryContext *>(user_data);
+  size_t limit = ctx->memory_limit ? ctx->memory_limit : config.memory_limit;
+  size_t part = config.part_size ? config.part_size : (8u << 20);
+  if (limit < part) {
+    aws_raise_error(AWS_ERROR_S3_PART_SIZE_EXCEEDS_MEMORY_LIMIT);
+    return nullptr;
+  }
+  auto pool = std::make_shared<Pool>(allocator, part, limit);
+  ctx->created = pool;
+  return pool->c_pool();
+}
+
+}  // namespace s3torch

@@ -1,0 +1,503 @@
+#include "s3torch/client.hpp"
+
+#include <aws/auth/credentials.h>
+#include <aws/common/date_time.h>
+#include <aws/common/string.h>
+#include <aws/http/request_response.h>
+#include <aws/io/retry_strategy.h>
+#include <aws/io/tls_channel_handler.h>
+#include <aws/io/uri.h>
+#include <aws/s3/s3_client.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <stdexcept>
+
+#include "internal.hpp"
+#include "s3torch/xml.hpp"
+
+namespace s3torch {
+
+// ---------------------------------------------------------------------------------------------
+// helpers
+
+namespace {
+
+aws_byte_cursor cur(const std::string &s) { return aws_byte_cursor_from_array(s.data(), s.size()); }
+
+std::string to_string(aws_byte_cursor c) { return std::string(reinterpret_cast<const char *>(c.ptr), c.len); }
+
+std::string encode_path(const std::string &s) {
+  aws_byte_buf buf;
+  aws_byte_buf_init(&buf, aws_default_allocator(), s.size() * 3 + 1);
+  aws_byte_cursor c = cur(s);
+  aws_byte_buf_append_encoding_uri_path(&buf, &c);
+  std::string out(reinterpret_cast<const char *>(buf.buffer), buf.len);
+  aws_byte_buf_clean_up(&buf);
+  return out;
+}
+
+std::string encode_param(const std::string &s) {
+  aws_byte_buf buf;
+  aws_byte_buf_init(&buf, aws_default_allocator(), s.size() * 3 + 1);
+  aws_byte_cursor c = cur(s);
+  aws_byte_buf_append_encoding_uri_param(&buf, &c);
+  std::string out(reinterpret_cast<const char *>(buf.buffer), buf.len);
+  aws_byte_buf_clean_up(&buf);
+  return out;
+}
+
+bool is_ip_or_localhost(const std::string &host) {
+  unsigned char addr[16];
+  if (host == "localhost") return true;
+  if (inet_pton(AF_INET, host.c_str(), addr) == 1) return true;
+  std::string h = host;
+  if (!h.empty() && h.front() == '[') h = h.substr(1, h.size() - 2);
+  return inet_pton(AF_INET6, h.c_str(), addr) == 1;
+}
+
+int64_t parse_date(const std::string &text, aws_date_format format) {
+  if (text.empty()) return 0;
+  aws_date_time dt;
+  aws_byte_buf buf = aws_byte_buf_from_array(text.data(), text.size());
+  if (aws_date_time_init_from_str(&dt, &buf, format) != AWS_OP_SUCCESS) return 0;
+  return static_cast<int64_t>(aws_date_time_as_epoch_secs(&dt));
+}
+
+// CRT callbacks: no exception may cross them.
+int s_on_headers(aws_s3_meta_request *, const aws_http_headers *headers, int status, void *user_data) {
+  auto *r = static_cast<RequestBase *>(user_data);
+  try {
+    r->on_headers(headers, status);
+  } catch (...) {
+    return aws_raise_error(AWS_ERROR_S3_CANCELED);
+  }
+  return AWS_OP_SUCCESS;
+}
+
+int s_on_body_ex(aws_s3_meta_request *, const aws_byte_cursor *body,
+                 const aws_s3_meta_request_receive_body_extra_info info, void *user_data) {
+  auto *r = static_cast<RequestBase *>(user_data);
+  try {
+    return r->on_body(body, info.range_start, info.ticket);
+  } catch (...) {
+    return aws_raise_error(AWS_ERROR_S3_CANCELED);
+  }
+}
+
+void s_on_finish(aws_s3_meta_request *, const aws_s3_meta_request_result *result, void *user_data) {
+  auto *r = static_cast<RequestBase *>(user_data);
+  std::string body;
+  std::string request_id;
+  if (result->error_response_body) {
+    body.assign(reinterpret_cast<const char *>(result->error_response_body->buffer),
+                result->error_response_body->len);
+  }
+  if (result->error_response_headers) {
+    request_id = header_value(result->error_response_headers, "x-amz-request-id");
+  }
+  {
+    std::lock_guard<std::mutex> lock(r->mu);
+    r->crt_error = result->error_code;
+    r->status = result->response_status;
+    r->error_body = std::move(body);
+    r->request_id = std::move(request_id);
+    r->finished = true;
+  }
+  try {
+    r->on_finished();
+  } catch (...) {
+  }
+  r->cv.notify_all();
+}
+
+void s_on_shutdown(void *user_data) {
+  auto *r = static_cast<RequestBase *>(user_data);
+  std::shared_ptr<RequestBase> self;
+  {
+    std::lock_guard<std::mutex> lock(r->mu);
+    r->shut_down = true;
+    self.swap(r->self);  // may be the last reference: release outside the lock
+  }
+  r->cv.notify_all();
+}
+
+void s_on_telemetry(aws_s3_meta_request *, aws_s3_request_metrics *metrics, void *user_data) {
+  auto *r = static_cast<RequestBase *>(user_data);
+  r->owner->counters->http_requests++;
+  if (aws_s3_request_metrics_get_error_code(metrics) != AWS_ERROR_SUCCESS) r->owner->counters->failed_attempts++;
+}
+
+}  // namespace
+
+std::string header_value(const aws_http_headers *headers, const char *name) {
+  aws_byte_cursor value;
+  if (aws_http_headers_get(headers, aws_byte_cursor_from_c_str(name), &value) == AWS_OP_SUCCESS) {
+    return to_string(value);
+  }
+  return std::string();
+}
+
+// ---------------------------------------------------------------------------------------------
+// RequestBase
+
+RequestBase::~RequestBase() {
+  if (endpoint_set && owner && !forked_since(owner->pid)) aws_uri_clean_up(&endpoint);
+}
+
+void RequestBase::launch(aws_s3_meta_request_options &options, aws_http_message *message,
+                        std::shared_ptr<RequestBase> keep) {
+  Target t = owner->target(bucket, key);
+  aws_byte_cursor uri_cur = cur(t.endpoint_uri);
+  if (aws_uri_init_parse(&endpoint, owner->runtime->allocator(), &uri_cur) != AWS_OP_SUCCESS) {
+    throw make_error(operation, bucket, key, aws_last_error(), 0, "", "");
+  }
+  endpoint_set = true;
+  options.message = message;
+  options.endpoint = &endpoint;
+  options.user_data = this;
+  options.headers_callback = s_on_headers;
+  options.finish_callback = s_on_finish;
+  options.shutdown_callback = s_on_shutdown;
+  options.telemetry_callback = s_on_telemetry;
+  {
+    // The CRT may call back (even shut down) before make_meta_request returns.
+    std::lock_guard<std::mutex> lock(mu);
+    self = std::move(keep);
+  }
+  owner->counters->meta_requests++;
+  aws_s3_meta_request *made = aws_s3_client_make_meta_request(owner->client, &options);
+  if (!made) {
+    int err = aws_last_error();
+    std::shared_ptr<RequestBase> drop;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      drop.swap(self);
+    }
+    throw make_error(operation, bucket, key, err, 0, "", "");
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  meta = made;
+}
+
+void RequestBase::wait_finished() {
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return finished; });
+}
+
+S3Error RequestBase::error() const {
+  return make_error(operation, bucket, key, crt_error, status, error_body, request_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SimpleRequest
+
+void SimpleRequest::on_headers(const aws_http_headers *headers, int status_code) {
+  response_status = status_code;
+  response_headers_etag = header_value(headers, "ETag");
+  last_modified = header_value(headers, "Last-Modified");
+  storage_class = header_value(headers, "x-amz-storage-class");
+  restore = header_value(headers, "x-amz-restore");
+  content_length = header_value(headers, "Content-Length");
+  std::string rid = header_value(headers, "x-amz-request-id");
+  if (!rid.empty()) {
+    std::lock_guard<std::mutex> lock(mu);
+    request_id = rid;
+  }
+}
+
+int SimpleRequest::on_body(const aws_byte_cursor *b, uint64_t, aws_s3_buffer_ticket *) {
+  body.append(reinterpret_cast<const char *>(b->ptr), b->len);
+  return AWS_OP_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client::Impl
+
+Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::get()), pid(getpid()) {
+  aws_allocator *alloc = runtime->allocator();
+
+  // Endpoint: default AWS, or the user's (scheme, host, port).
+  if (config.endpoint.empty()) {
+    scheme = "https";
+    host = "s3." + config.region + ".amazonaws.com";
+    port = 443;
+  } else {
+    aws_uri uri;
+    aws_byte_cursor c = cur(config.endpoint);
+    if (aws_uri_init_parse(&uri, alloc, &c) != AWS_OP_SUCCESS || aws_uri_host_name(&uri)->len == 0) {
+      throw UsageError("invalid endpoint '" + config.endpoint + "': expected http(s)://host[:port]");
+    }
+    scheme = aws_uri_scheme(&uri)->len ? to_string(*aws_uri_scheme(&uri)) : "https";
+    host = to_string(*aws_uri_host_name(&uri));
+    port = aws_uri_port(&uri);
+    aws_uri_clean_up(&uri);
+    if (scheme != "http" && scheme != "https") {
+      throw UsageError("invalid endpoint '" + config.endpoint + "': scheme must be http or https");
+    }
+  }
+  path_style_default = config.force_path_style || is_ip_or_localhost(host);
+  user_agent = "s3torch/0.1.0";
+  if (!config.user_agent_prefix.empty()) user_agent = config.user_agent_prefix + " " + user_agent;
+
+  if (config.unsigned_requests) {
+    aws_credentials_provider_shutdown_options so{};
+    credentials = aws_credentials_provider_new_anonymous(alloc, &so);
+  } else {
+    aws_credentials_provider_chain_default_options o{};
+    o.bootstrap = runtime->bootstrap();
+    o.tls_ctx = runtime->tls_ctx();
+    if (!config.profile.empty()) o.profile_name_override = cur(config.profile);
+    credentials = aws_credentials_provider_new_chain_default(alloc, &o);
+  }
+  if (!credentials) throw make_error("CreateClient", "", "", aws_last_error(), 0, "", "");
+  aws_s3_init_default_signing_config(&signing, cur(config.region), credentials);
+
+  PoolFactoryContext pool_ctx;
+  pool_ctx.memory_limit = config.memory_limit_bytes;
+
+  aws_tls_connection_options tls_options;
+  aws_tls_connection_options_init_from_ctx(&tls_options, runtime->tls_ctx());
+
+  aws_s3_client_config cc{};
+  cc.region = cur(config.region);
+  cc.client_bootstrap = runtime->bootstrap();
+  cc.tls_mode = scheme == "https" ? AWS_MR_TLS_ENABLED : AWS_MR_TLS_DISABLED;
+  cc.tls_connection_options = scheme == "https" ? &tls_options : nullptr;
+  cc.signing_config = &signing;
+  cc.part_size = config.part_size;
+  cc.throughput_target_gbps = config.throughput_target_gbps;
+  cc.memory_limit_in_bytes = config.memory_limit_bytes;
+  cc.buffer_pool_factory_fn = pool_factory;
+  cc.buffer_pool_user_data = &pool_ctx;
+  aws_retry_strategy *retry = nullptr;
+  if (config.max_attempts <= 1) {
+    aws_no_retry_options no_retry{};
+    retry = aws_retry_strategy_new_no_retry(alloc, &no_retry);
+    cc.retry_strategy = retry;
+  } else {
+    cc.retry_config.max_retries = config.max_attempts - 1;
+  }
+  client = aws_s3_client_new(alloc, &cc);
+  int err = client ? 0 : aws_last_error();
+  aws_tls_connection_options_clean_up(&tls_options);
+  aws_retry_strategy_release(retry);
+  if (!client) {
+    aws_credentials_provider_release(credentials);
+    throw make_error("CreateClient", "", "", err, 0, "", "");
+  }
+  pool = pool_ctx.created;
+}
+
+Client::Impl::~Impl() {
+  if (forked_since(pid)) return;  // the parent's CRT objects cannot be released in a forked child
+  aws_s3_client_release(client);
+  aws_credentials_provider_release(credentials);
+}
+
+Target Client::Impl::target(const std::string &bucket, const std::string &key) const {
+  // Virtual-hosted style needs a DNS-compatible bucket name; dots break TLS wildcard certificates.
+  bool path_style = path_style_default || bucket.find('.') != std::string::npos;
+  std::string authority = host;
+  bool default_port = port == 0 || (scheme == "https" && port == 443) || (scheme == "http" && port == 80);
+  if (!default_port) authority += ":" + std::to_string(port);
+  Target t;
+  if (path_style) {
+    t.host = authority;
+    t.path = "/" + bucket;
+    if (!key.empty()) t.path += "/" + encode_path(key);
+  } else {
+    t.host = bucket + "." + authority;
+    t.path = "/" + encode_path(key);
+  }
+  t.endpoint_uri = scheme + "://" + t.host;
+  return t;
+}
+
+aws_http_message *Client::Impl::new_message(const char *method, const Target &t) const {
+  aws_http_message *m = aws_http_message_new_request(runtime->allocator());
+  aws_http_message_set_request_method(m, aws_byte_cursor_from_c_str(method));
+  aws_http_message_set_request_path(m, cur(t.path));
+  aws_http_header h_host = {aws_byte_cursor_from_c_str("Host"), cur(t.host), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
+  aws_http_message_add_header(m, h_host);
+  aws_http_header h_ua = {aws_byte_cursor_from_c_str("User-Agent"), cur(user_agent),
+                          AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
+  aws_http_message_add_header(m, h_ua);
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+Client::Client(ClientConfig config) : impl_(std::make_shared<Impl>(std::move(config))) {}
+Client::~Client() = default;
+
+const ClientConfig &Client::config() const { return impl_->config; }
+
+PoolStats Client::pool_stats() const { return impl_->pool ? impl_->pool->stats() : PoolStats{}; }
+
+CounterSnapshot Client::counters() const {
+  const Counters &c = *impl_->counters;
+  return CounterSnapshot{c.meta_requests, c.get_streams, c.put_streams, c.http_requests,
+                         c.failed_attempts, c.bytes_downloaded, c.bytes_uploaded, c.chunk_copies};
+}
+
+namespace {
+
+// Runs a DEFAULT meta request to completion and returns it (throws S3Error on failure).
+std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &impl, const char *operation,
+                                          const char *method, const std::string &bucket,
+                                          const std::string &key, const std::string &query,
+                                          const std::vector<std::pair<std::string, std::string>> &headers) {
+  auto req = std::make_shared<SimpleRequest>();
+  req->owner = impl;
+  req->operation = operation;
+  req->bucket = bucket;
+  req->key = key;
+  Target t = impl->target(bucket, key);
+  if (!query.empty()) t.path += "?" + query;
+  aws_http_message *m = impl->new_message(method, t);
+  for (auto &h : headers) {
+    aws_http_header hh = {cur(h.first), cur(h.second), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
+    aws_http_message_add_header(m, hh);
+  }
+  aws_s3_meta_request_options o{};
+  o.type = AWS_S3_META_REQUEST_TYPE_DEFAULT;
+  o.operation_name = aws_byte_cursor_from_c_str(operation);
+  o.body_callback_ex = s_on_body_ex;
+  try {
+    req->launch(o, m, req);
+  } catch (...) {
+    aws_http_message_release(m);
+    throw;
+  }
+  aws_http_message_release(m);
+  req->wait_finished();
+  aws_s3_meta_request_release(req->meta);
+  if (req->crt_error != AWS_ERROR_SUCCESS) throw req->error();
+  return req;
+}
+
+}  // namespace
+
+ObjectInfo Client::head(const std::string &bucket, const std::string &key) {
+  auto r = run_simple(impl_, "HeadObject", "HEAD", bucket, key, "", {});
+  ObjectInfo info;
+  info.key = key;
+  info.etag = r->response_headers_etag;
+  info.size = r->content_length.empty() ? 0 : std::strtoull(r->content_length.c_str(), nullptr, 10);
+  info.last_modified = parse_date(r->last_modified, AWS_DATE_FORMAT_RFC822);
+  if (!r->storage_class.empty()) info.storage_class = r->storage_class;
+  if (!r->restore.empty()) info.restore = r->restore;
+  return info;
+}
+
+ListPage Client::list(const std::string &bucket, const std::string &prefix, const std::string &delimiter,
+                      int max_keys, const std::string &token) {
+  // Parameters in sorted order, as SigV4's canonical query string wants them.
+  std::string q;
+  if (!token.empty()) q += "continuation-token=" + encode_param(token) + "&";
+  if (!delimiter.empty()) q += "delimiter=" + encode_param(delimiter) + "&";
+  q += "list-type=2&max-keys=" + std::to_string(max_keys);
+  if (!prefix.empty()) q += "&prefix=" + encode_param(prefix);
+  auto r = run_simple(impl_, "ListObjectsV2", "GET", bucket, "", q, {});
+  ListPage page;
+  std::string_view doc = r->body;
+  for (auto c : xml::find_all(doc, "Contents")) {
+    ObjectInfo o;
+    o.key = xml::text(c, "Key");
+    o.etag = xml::text(c, "ETag");
+    o.size = std::strtoull(xml::text(c, "Size").c_str(), nullptr, 10);
+    o.last_modified = parse_date(xml::text(c, "LastModified"), AWS_DATE_FORMAT_ISO_8601);
+    std::string sc = xml::text(c, "StorageClass");
+    if (!sc.empty()) o.storage_class = sc;
+    page.objects.push_back(std::move(o));
+  }
+  for (auto p : xml::find_all(doc, "CommonPrefixes")) page.common_prefixes.push_back(xml::text(p, "Prefix"));
+  page.truncated = xml::text(doc, "IsTruncated") == "true";
+  page.next_continuation_token = xml::text(doc, "NextContinuationToken");
+  return page;
+}
+
+void Client::remove(const std::string &bucket, const std::string &key) {
+  run_simple(impl_, "DeleteObject", "DELETE", bucket, key, "", {});
+}
+
+void Client::copy(const std::string &src_bucket, const std::string &src_key, const std::string &dst_bucket,
+                  const std::string &dst_key) {
+  std::string source = "/" + src_bucket + "/" + encode_path(src_key);
+  run_simple(impl_, "CopyObject", "PUT", dst_bucket, dst_key, "", {{"x-amz-copy-source", source}});
+}
+
+std::unique_ptr<GetStream> Client::get(const std::string &bucket, const std::string &key,
+                                       std::optional<uint64_t> start, std::optional<uint64_t> end) {
+  if (start && end && *end < *start) {
+    throw UsageError("invalid range: end (" + std::to_string(*end) + ") is before start (" +
+                     std::to_string(*start) + ")");
+  }
+  auto st = std::make_shared<GetStream::State>();
+  st->owner = impl_;
+  st->operation = "GetObject";
+  st->bucket = bucket;
+  st->key = key;
+  st->start = start;
+  st->end = end;
+  st->position = start.value_or(0);
+  impl_->counters->get_streams++;
+  if (start && end && *start == *end) {
+    // HTTP cannot ask for zero bytes: an empty range is an empty stream, no request.
+    st->finished = true;
+    st->shut_down = true;
+    return std::make_unique<GetStream>(st);
+  }
+  Target t = impl_->target(bucket, key);
+  aws_http_message *m = impl_->new_message("GET", t);
+  if (start || end) {
+    std::string range = "bytes=" + std::to_string(start.value_or(0)) + "-";
+    if (end) range += std::to_string(*end - 1);  // HTTP ranges are inclusive
+    aws_http_header h = {aws_byte_cursor_from_c_str("Range"), cur(range), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
+    aws_http_message_add_header(m, h);
+  }
+  aws_s3_meta_request_options o{};
+  o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
+  o.body_callback_ex = s_on_body_ex;
+  try {
+    st->launch(o, m, st);
+  } catch (...) {
+    aws_http_message_release(m);
+    throw;
+  }
+  aws_http_message_release(m);
+  return std::make_unique<GetStream>(st);
+}
+
+std::unique_ptr<PutStream> Client::put(const std::string &bucket, const std::string &key,
+                                       const std::string &storage_class) {
+  auto st = std::make_shared<PutStream::State>();
+  st->owner = impl_;
+  st->operation = "PutObject";
+  st->bucket = bucket;
+  st->key = key;
+  impl_->counters->put_streams++;
+  Target t = impl_->target(bucket, key);
+  aws_http_message *m = impl_->new_message("PUT", t);
+  if (!storage_class.empty()) {
+    aws_http_header h = {aws_byte_cursor_from_c_str("x-amz-storage-class"), cur(storage_class),
+                         AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
+    aws_http_message_add_header(m, h);
+  }
+  aws_s3_meta_request_options o{};
+  o.type = AWS_S3_META_REQUEST_TYPE_PUT_OBJECT;
+  o.send_using_async_writes = true;
+  try {
+    st->launch(o, m, st);
+  } catch (...) {
+    aws_http_message_release(m);
+    throw;
+  }
+  aws_http_message_release(m);
+  return std::make_unique<PutStream>(st);
+}
+
+}  // namespace s3torch

@@ -1,0 +1,35 @@
+#include "s3torch/error.hpp"
+
+#include <aws/common/error.h>
+#include <aws/s3/s3.h>
+
+#include "s3torch/xml.hpp"
+
+namespace s3torch {
+
+S3Error make_error(const std::string &operation, const std::string &bucket, const std::string &key,
+                   int crt_error, int status, const std::string &error_body,
+                   const std::string &request_id_header) {
+  std::string code = xml::text(error_body, "Code");
+  std::string message = xml::text(error_body, "Message");
+  std::string request_id = xml::text(error_body, "RequestId");
+  if (request_id.empty()) request_id = request_id_header;
+  if (code.empty() && status == 0 && crt_error != 0) code = aws_error_name(crt_error);
+  if (code.empty() && status == 404) code = "NotFound";
+  if (code.empty() && status == 403) code = "AccessDenied";
+
+  std::string where = "s3://" + bucket;
+  if (!key.empty()) where += "/" + key;
+  std::string text = operation + " " + where + " failed: ";
+  if (status != 0) {
+    text += code.empty() ? "HTTP " + std::to_string(status) : code + " (HTTP " + std::to_string(status) + ")";
+    if (!message.empty()) text += ": " + message;
+  } else {
+    text += code;
+    if (crt_error != 0) text += std::string(": ") + aws_error_str(crt_error);
+  }
+  if (!request_id.empty()) text += " [request id " + request_id + "]";
+  return S3Error(text, operation, bucket, key, status, code, request_id, crt_error);
+}
+
+}  // namespace s3torch

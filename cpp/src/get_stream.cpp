@@ -1,0 +1,161 @@
+#include "s3torch/get_stream.hpp"
+
+#include <aws/s3/s3_buffer_pool.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "internal.hpp"
+
+namespace s3torch {
+
+// ---------------------------------------------------------------------------------------------
+// BufferHold
+
+BufferHold::BufferHold(aws_s3_buffer_ticket *ticket) : ticket_(ticket), pid_(getpid()) {}
+
+BufferHold::BufferHold(const uint8_t *data, size_t size) : owned_(new uint8_t[size ? size : 1]), pid_(getpid()) {
+  if (size) std::memcpy(owned_.get(), data, size);
+}
+
+BufferHold::~BufferHold() {
+  if (ticket_ && pid_ == getpid()) aws_s3_buffer_ticket_release(ticket_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// State callbacks (CRT threads)
+
+void GetStream::State::on_headers(const aws_http_headers *headers, int status_code) {
+  std::string rid = header_value(headers, "x-amz-request-id");
+  std::optional<uint64_t> size;
+  std::string content_range = header_value(headers, "Content-Range");  // "bytes a-b/total"
+  size_t slash = content_range.rfind('/');
+  if (slash != std::string::npos && content_range.compare(slash + 1, 1, "*") != 0) {
+    size = std::strtoull(content_range.c_str() + slash + 1, nullptr, 10);
+  } else if (status_code == 200 && !start && !end) {
+    std::string length = header_value(headers, "Content-Length");
+    if (!length.empty()) size = std::strtoull(length.c_str(), nullptr, 10);
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  if (!rid.empty()) request_id = rid;
+  if (size) object_size = size;
+}
+
+int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) {
+  if (body->len == 0) return AWS_OP_SUCCESS;
+  Chunk c;
+  if (ticket) {
+    // Zero copy: keep the part buffer alive for as long as the consumer holds the chunk.
+    c.hold = std::make_shared<BufferHold>(aws_s3_buffer_ticket_acquire(ticket));
+    c.data = body->ptr;
+  } else {
+    auto hold = std::make_shared<BufferHold>(body->ptr, body->len);
+    c.data = hold->owned_data();
+    c.hold = std::move(hold);
+    owner->counters->chunk_copies++;
+  }
+  c.size = body->len;
+  c.offset = range_start;
+  owner->counters->bytes_downloaded += body->len;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (closed) return aws_raise_error(AWS_ERROR_S3_CANCELED);
+    queue.push_back(std::move(c));
+  }
+  cv.notify_all();
+  return AWS_OP_SUCCESS;
+}
+
+void GetStream::State::on_finished() {}
+
+// ---------------------------------------------------------------------------------------------
+// GetStream
+
+GetStream::GetStream(std::shared_ptr<State> state) : st_(std::move(state)) {}
+
+GetStream::~GetStream() {
+  if (forked_since(st_->owner->pid)) {
+    // Leak: the CRT threads that own this request do not exist in a forked child.
+    new std::shared_ptr<State>(std::move(st_));
+    return;
+  }
+  close();
+  if (st_->meta) aws_s3_meta_request_release(st_->meta);
+}
+
+void GetStream::close() {
+  std::deque<Chunk> dropped;
+  aws_s3_meta_request *cancel = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(st_->mu);
+    if (st_->closed) return;
+    st_->closed = true;
+    dropped.swap(st_->queue);
+    if (!st_->finished) cancel = st_->meta;
+  }
+  if (cancel) aws_s3_meta_request_cancel(cancel);
+  st_->cv.notify_all();
+  // `dropped` releases its tickets here, outside the lock (releasing can grant waiting reservations).
+}
+
+std::optional<Chunk> GetStream::next() {
+  std::unique_lock<std::mutex> lock(st_->mu);
+  st_->cv.wait(lock, [&] { return !st_->queue.empty() || st_->finished || st_->closed; });
+  if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");
+  if (!st_->queue.empty()) {
+    Chunk c = std::move(st_->queue.front());
+    st_->queue.pop_front();
+    st_->position = c.offset + c.size;
+    return c;
+  }
+  if (st_->crt_error != 0) throw st_->error();
+  return std::nullopt;
+}
+
+size_t GetStream::read_into(uint8_t *dst, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    Chunk c;
+    {
+      std::unique_lock<std::mutex> lock(st_->mu);
+      st_->cv.wait(lock, [&] { return !st_->queue.empty() || st_->finished || st_->closed; });
+      if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");
+      if (st_->queue.empty()) {
+        if (st_->crt_error != 0) throw st_->error();
+        break;
+      }
+      c = std::move(st_->queue.front());
+      st_->queue.pop_front();
+    }
+    size_t k = c.size < n - done ? c.size : n - done;
+    std::memcpy(dst + done, c.data, k);  // the one copy: part buffer -> caller's buffer
+    done += k;
+    std::lock_guard<std::mutex> lock(st_->mu);
+    st_->position = c.offset + k;
+    if (k < c.size) st_->queue.push_front(c.tail(k));
+  }
+  return done;
+}
+
+uint64_t GetStream::tell() const {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  return st_->position;
+}
+
+const std::string &GetStream::bucket() const { return st_->bucket; }
+const std::string &GetStream::key() const { return st_->key; }
+std::optional<uint64_t> GetStream::start() const { return st_->start; }
+std::optional<uint64_t> GetStream::end() const { return st_->end; }
+
+std::optional<uint64_t> GetStream::object_size() const {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  return st_->object_size;
+}
+
+bool GetStream::closed() const {
+  std::lock_guard<std::mutex> lock(st_->mu);
+  return st_->closed;
+}
+
+}  // namespace s3torch

@@ -1,0 +1,111 @@
+#pragma once
+// Shared between the client and its streams; not part of the public headers.
+#include <aws/common/byte_buf.h>
+#include <aws/common/uri.h>
+#include <aws/http/request_response.h>
+#include <aws/s3/s3_client.h>
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "s3torch/client.hpp"
+#include "s3torch/error.hpp"
+#include "s3torch/get_stream.hpp"
+#include "s3torch/put_stream.hpp"
+#include "s3torch/runtime.hpp"
+
+namespace s3torch {
+
+// Where a request goes: the meta request's endpoint URI plus the HTTP path and Host header.
+struct Target {
+  std::string endpoint_uri;  // scheme://authority
+  std::string host;          // Host header value
+  std::string path;          // /bucket/key or /key, URI-encoded, query appended by the caller
+};
+
+struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
+  explicit Impl(ClientConfig cfg);
+  ~Impl();
+
+  Target target(const std::string &bucket, const std::string &key) const;
+  // A request message with Host and User-Agent set. Caller releases.
+  aws_http_message *new_message(const char *method, const Target &t) const;
+
+  ClientConfig config;
+  std::shared_ptr<Runtime> runtime;
+  aws_credentials_provider *credentials = nullptr;
+  aws_signing_config_aws signing{};
+  aws_s3_client *client = nullptr;
+  std::shared_ptr<BufferPool> pool;
+  std::shared_ptr<Counters> counters = std::make_shared<Counters>();
+  std::string scheme, host;
+  uint32_t port = 0;
+  bool path_style_default = false;
+  std::string user_agent;
+  pid_t pid;
+};
+
+// The part of a meta request that the CRT callbacks see. Kept alive by a self-reference until the
+// CRT's shutdown callback, so callbacks never touch freed memory whatever the consumer does.
+struct RequestBase {
+  virtual ~RequestBase();
+  std::shared_ptr<Client::Impl> owner;
+  std::shared_ptr<RequestBase> self;  // released in the shutdown callback
+  aws_s3_meta_request *meta = nullptr;
+  aws_uri endpoint{};
+  bool endpoint_set = false;
+  std::string operation, bucket, key;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
+  bool shut_down = false;
+  int crt_error = 0;
+  int status = 0;
+  std::string error_body;
+  std::string request_id;
+
+  // Fills the callbacks, user_data, endpoint and signing of `options`, makes the meta request.
+  // `keep` (a shared_ptr to this) is held until the CRT's shutdown callback.
+  void launch(aws_s3_meta_request_options &options, aws_http_message *message, std::shared_ptr<RequestBase> keep);
+  void wait_finished();
+  S3Error error() const;  // build from the recorded result; call with finished == true
+
+  virtual void on_headers(const aws_http_headers *, int) {}
+  virtual int on_body(const aws_byte_cursor *, uint64_t, aws_s3_buffer_ticket *) { return AWS_OP_SUCCESS; }
+  virtual void on_finished() {}
+};
+
+// A simple request whose response body is collected in memory (head, list, delete, copy).
+struct SimpleRequest : RequestBase {
+  std::string body;
+  std::string response_headers_etag, last_modified, storage_class, restore, content_length;
+  int response_status = 0;
+  void on_headers(const aws_http_headers *headers, int status) override;
+  int on_body(const aws_byte_cursor *body, uint64_t, aws_s3_buffer_ticket *) override;
+};
+
+struct GetStream::State : RequestBase {
+  std::deque<Chunk> queue;
+  std::optional<uint64_t> start, end;
+  uint64_t position = 0;  // next object offset for the consumer
+  std::optional<uint64_t> object_size;
+  bool closed = false;
+  void on_headers(const aws_http_headers *headers, int status) override;
+  int on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) override;
+  void on_finished() override;
+};
+
+struct PutStream::State : RequestBase {
+  uint64_t written = 0;
+  bool closed = false;
+  bool aborted = false;
+};
+
+std::string header_value(const aws_http_headers *headers, const char *name);
+
+}  // namespace s3torch

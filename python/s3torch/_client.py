@@ -1,0 +1,231 @@
+"""S3Client: the Python face of the native client (mirrors s3torchconnector's S3Client, plus endpoint)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+
+from ._config import S3ClientConfig
+from ._writer import S3Writer
+
+if TYPE_CHECKING:
+    from . import _core
+    from .s3reader import S3Reader
+    from .s3reader.protocol import S3ReaderConstructorProtocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadObjectResult:
+    etag: str
+    size: int
+    last_modified: int
+    storage_class: Optional[str] = None
+    restore_status: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    etag: str
+    size: int
+    last_modified: int
+    storage_class: Optional[str] = None
+    restore_status: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ListObjectResult:
+    object_info: List[ObjectInfo] = field(default_factory=list)
+    common_prefixes: List[str] = field(default_factory=list)
+
+
+class ListObjectStream:
+    """Iterates ListObjectsV2 pages lazily; each page is a ListObjectResult."""
+
+    def __init__(
+        self, client: S3Client, bucket: str, prefix: str, delimiter: str, max_keys: int
+    ) -> None:
+        if max_keys < 1:
+            raise ValueError(f"max_keys must be at least 1, got {max_keys}")
+        self.bucket = bucket
+        self.prefix = prefix
+        self.delimiter = delimiter
+        self.max_keys = max_keys
+        self.continuation_token: Optional[str] = None
+        self.complete = False
+        self._client = client
+
+    def __iter__(self) -> Iterator[ListObjectResult]:
+        return self
+
+    def __next__(self) -> ListObjectResult:
+        if self.complete:
+            raise StopIteration
+        objects, prefixes, token, truncated = self._client._native.list(
+            self.bucket, self.prefix, self.delimiter, self.max_keys, self.continuation_token or ""
+        )
+        self.continuation_token = token or None
+        self.complete = not truncated or not token
+        return ListObjectResult(
+            object_info=[ObjectInfo(*o) for o in objects], common_prefixes=list(prefixes)
+        )
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class S3Client:
+    """A client for one region (and optionally one S3-compatible endpoint).
+
+    The native client is created lazily and re-created in a forked child, and the object pickles (only
+    its settings travel), so it can be handed to DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        *,
+        endpoint: Optional[str] = None,
+        user_agent: Optional[Any] = None,
+        s3client_config: Optional[S3ClientConfig] = None,
+    ) -> None:
+        if not region:
+            raise ValueError("region must be a non-empty string, e.g. 'us-east-1'")
+        self._region = region
+        self._endpoint = endpoint
+        self._user_agent = user_agent
+        self._s3client_config = s3client_config or S3ClientConfig()
+        self._lock = threading.Lock()
+        self._native_client: Optional[_core.Client] = None
+        self._pid: Optional[int] = None
+
+    # -- pickling: settings only; the native client is rebuilt on first use
+    def __getstate__(self) -> Dict[str, Any]:
+        return {
+            "region": self._region,
+            "endpoint": self._endpoint,
+            "user_agent": self._user_agent,
+            "s3client_config": self._s3client_config,
+        }
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["region"],
+            endpoint=state["endpoint"],
+            user_agent=state["user_agent"],
+            s3client_config=state["s3client_config"],
+        )
+
+    @property
+    def region(self) -> str:
+        return self._region
+
+    @property
+    def endpoint(self) -> Optional[str]:
+        return self._endpoint
+
+    @property
+    def s3client_config(self) -> S3ClientConfig:
+        return self._s3client_config
+
+    @property
+    def user_agent_prefix(self) -> str:
+        ua = self._user_agent
+        if ua is None:
+            return ""
+        return str(getattr(ua, "prefix", ua))
+
+    @property
+    def _native(self) -> _core.Client:
+        pid = os.getpid()
+        if self._native_client is None or self._pid != pid:
+            with self._lock:
+                if self._native_client is None or self._pid != pid:
+                    from . import _core
+
+                    cfg = self._s3client_config
+                    self._native_client = _core.Client(
+                        self._region,
+                        endpoint=self._endpoint or "",
+                        user_agent_prefix=self.user_agent_prefix,
+                        profile=cfg.profile or "",
+                        throughput_target_gbps=float(cfg.throughput_target_gbps),
+                        part_size=int(cfg.part_size),
+                        unsigned=bool(cfg.unsigned),
+                        force_path_style=bool(cfg.force_path_style),
+                        max_attempts=int(cfg.max_attempts),
+                        memory_limit_bytes=int(cfg.memory_limit_bytes or 0),
+                    )
+                    self._pid = pid
+        return self._native_client
+
+    # -- objects
+    def get_object(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        object_info: Optional[Any] = None,
+        reader_constructor: Optional[S3ReaderConstructorProtocol] = None,
+    ) -> S3Reader:
+        """A file-like reader over s3://bucket/key; nothing is fetched before the first read."""
+        log.debug("GetObject s3://%s/%s (object_info given: %s)", bucket, key, object_info is not None)
+        if object_info is None:
+            get_object_info = partial(self.head_object, bucket, key)
+        else:
+            get_object_info = partial(_identity, object_info)
+        if reader_constructor is None:
+            from .s3reader.constructor import S3ReaderConstructor
+
+            reader_constructor = S3ReaderConstructor.default()
+        return reader_constructor(
+            bucket=bucket,
+            key=key,
+            get_object_info=get_object_info,
+            get_stream=partial(self.get_object_stream, bucket, key),
+        )
+
+    def get_object_stream(
+        self, bucket: str, key: str, start: Optional[int] = None, end: Optional[int] = None
+    ) -> _core.GetObjectStream:
+        """A stream of zero-copy chunks of bytes [start, end) (end exclusive) of the object."""
+        if start is not None and start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        if end is not None and end < 0:
+            raise ValueError(f"end must be >= 0, got {end}")
+        return self._native.get(bucket, key, start, end)
+
+    def put_object(self, bucket: str, key: str, storage_class: Optional[str] = None) -> S3Writer:
+        """A writer that streams a multipart upload; the object appears only on close()."""
+        log.debug("PutObject s3://%s/%s", bucket, key)
+        return S3Writer(self._native.put(bucket, key, storage_class or ""))
+
+    def head_object(self, bucket: str, key: str) -> HeadObjectResult:
+        _key, etag, size, last_modified, storage_class, restore = self._native.head(bucket, key)
+        return HeadObjectResult(etag, size, last_modified, storage_class, restore)
+
+    def list_objects(
+        self, bucket: str, prefix: str = "", delimiter: str = "", max_keys: int = 1000
+    ) -> ListObjectStream:
+        return ListObjectStream(self, bucket, prefix, delimiter, max_keys)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        self._native.delete(bucket, key)
+
+    def copy_object(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+        self._native.copy(src_bucket, src_key, dst_bucket, dst_key)
+
+    # -- observability
+    def stats(self) -> Dict[str, Any]:
+        """Part-buffer pool statistics and request counters of this process's native client."""
+        native = self._native
+        out: Dict[str, Any] = dict(native.pool_stats())
+        out.update(native.counters())
+        return out

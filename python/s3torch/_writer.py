@@ -1,0 +1,91 @@
+"""S3Writer: a write-only file object over a streaming multipart upload."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Optional
+
+
+class S3Writer(io.BufferedIOBase):
+    """Bytes written are uploaded in parts while you write; ``close()`` completes the upload.
+
+    An exception inside ``with`` (or dropping the writer without closing it) aborts the upload: no
+    partial object ever appears.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._position = 0
+        self._closed = False
+
+    @property
+    def bucket(self) -> str:
+        return self.stream.bucket
+
+    @property
+    def key(self) -> str:
+        return self.stream.key
+
+    def __enter__(self) -> S3Writer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, data: Any) -> int:  # type: ignore[override]
+        if self._closed:
+            raise ValueError(f"write to a closed S3Writer (s3://{self.bucket}/{self.key})")
+        n = self.stream.write(data)
+        self._position += n
+        return n
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        # Parts upload as they fill; nothing to do until close().
+        if self._closed:
+            raise ValueError(f"flush of a closed S3Writer (s3://{self.bucket}/{self.key})")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.stream.close()
+
+    def abort(self) -> None:
+        """Abandon the upload; nothing is written to the bucket."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stream.abort()
+
+    @property
+    def closed(self) -> bool:  # type: ignore[override]
+        return self._closed
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def __del__(self) -> None:
+        # Garbage collection of an unclosed writer aborts (the native stream does so too).
+        if not getattr(self, "_closed", True):
+            try:
+                self.abort()
+            except Exception:
+                pass
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("S3Writer has no file descriptor")
+
+    def detach(self) -> Optional[Any]:  # type: ignore[override]
+        raise io.UnsupportedOperation("S3Writer cannot be detached")

@@ -1,0 +1,103 @@
+# Provides the AWS CRT target AWS::aws-c-s3.
+#
+# 1. An installed CRT (clusters often have one): find_package(aws-c-s3 CONFIG), honouring
+#    CMAKE_PREFIX_PATH / aws-c-s3_DIR. Set S3TORCH_USE_SYSTEM_CRT=OFF to skip this.
+# 2. Otherwise the crt/ bundle of the pinned `awscrt` source distribution from PyPI is built as static,
+#    position-independent libraries against the system libcrypto (USE_OPENSSL=ON) and installed into a
+#    cache directory keyed by version and compiler, so that later builds (and fresh build dirs) reuse it.
+#    No third-party source is committed.
+
+option(S3TORCH_USE_SYSTEM_CRT "Use an installed AWS CRT when find_package finds one" ON)
+set(S3TORCH_CRT_VERSION "0.38.0" CACHE STRING "awscrt source distribution version to build")
+
+if(S3TORCH_USE_SYSTEM_CRT)
+  find_package(aws-c-s3 CONFIG QUIET)
+  if(aws-c-s3_FOUND)
+    message(STATUS "s3torch: using installed AWS CRT from ${aws-c-s3_DIR}")
+    return()
+  endif()
+endif()
+
+if(DEFINED ENV{S3TORCH_CRT_CACHE})
+  set(_crt_cache_root "$ENV{S3TORCH_CRT_CACHE}")
+elseif(DEFINED ENV{XDG_CACHE_HOME})
+  set(_crt_cache_root "$ENV{XDG_CACHE_HOME}/s3torch")
+else()
+  set(_crt_cache_root "$ENV{HOME}/.cache/s3torch")
+endif()
+string(MD5 _crt_key "${S3TORCH_CRT_VERSION};${CMAKE_C_COMPILER_ID};${CMAKE_C_COMPILER_VERSION};${CMAKE_SYSTEM_PROCESSOR}")
+string(SUBSTRING "${_crt_key}" 0 10 _crt_key)
+set(_crt_prefix "${_crt_cache_root}/crt-${S3TORCH_CRT_VERSION}-${_crt_key}")
+
+if(NOT EXISTS "${_crt_prefix}/.complete")
+  set(_work "${_crt_cache_root}/work-${S3TORCH_CRT_VERSION}-${_crt_key}")
+  file(REMOVE_RECURSE "${_work}")
+  file(MAKE_DIRECTORY "${_work}")
+  set(_sdist "$ENV{S3TORCH_CRT_SDIST}")
+  if(NOT _sdist)
+    # pip may not be importable inside an isolated build environment: try the interpreter first,
+    # then any pip on PATH.
+    find_program(_pip NAMES pip3 pip)
+    set(_pip_cmds "${Python_EXECUTABLE}|-m|pip" "${_pip}")
+    foreach(_cmd IN LISTS _pip_cmds)
+      if(NOT _cmd)
+        continue()
+      endif()
+      string(REPLACE "|" ";" _cmd "${_cmd}")
+      message(STATUS "s3torch: downloading awscrt==${S3TORCH_CRT_VERSION} sources")
+      execute_process(
+        COMMAND ${_cmd} download --no-deps --no-binary :all:
+                "awscrt==${S3TORCH_CRT_VERSION}" -d "${_work}/dl"
+        RESULT_VARIABLE _rc OUTPUT_QUIET ERROR_VARIABLE _err)
+      file(GLOB _sdist "${_work}/dl/awscrt-*.tar.gz")
+      if(_rc EQUAL 0 AND _sdist)
+        break()
+      endif()
+    endforeach()
+  endif()
+  if(NOT _sdist)
+    message(FATAL_ERROR "s3torch: could not obtain awscrt==${S3TORCH_CRT_VERSION} sources (${_err}). "
+                        "Set S3TORCH_CRT_SDIST to a downloaded awscrt sdist, or install the AWS CRT and "
+                        "point CMAKE_PREFIX_PATH at it.")
+  endif()
+  message(STATUS "s3torch: building the AWS CRT (about a minute, once) into ${_crt_prefix}")
+  file(ARCHIVE_EXTRACT INPUT "${_sdist}" DESTINATION "${_work}/src")
+  file(GLOB _crt_src "${_work}/src/awscrt-*/crt")
+  include(ProcessorCount)
+  ProcessorCount(_ncpu)
+  if(_ncpu EQUAL 0)
+    set(_ncpu 2)
+  endif()
+  set(_gen_args)
+  find_program(_ninja ninja)
+  if(_ninja)
+    set(_gen_args -G Ninja)
+  endif()
+  execute_process(
+    COMMAND "${CMAKE_COMMAND}" -S "${_crt_src}" -B "${_work}/build" ${_gen_args}
+            -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DBUILD_SHARED_LIBS=OFF
+            -DUSE_OPENSSL=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON
+            -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}
+            -DCMAKE_INSTALL_PREFIX=${_crt_prefix} -DCMAKE_INSTALL_LIBDIR=lib
+    RESULT_VARIABLE _rc OUTPUT_FILE "${_work}/configure.log" ERROR_FILE "${_work}/configure.log")
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "s3torch: configuring the AWS CRT failed, see ${_work}/configure.log")
+  endif()
+  execute_process(
+    COMMAND "${CMAKE_COMMAND}" --build "${_work}/build" --parallel ${_ncpu}
+    RESULT_VARIABLE _rc OUTPUT_FILE "${_work}/build.log" ERROR_FILE "${_work}/build.log")
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "s3torch: building the AWS CRT failed, see ${_work}/build.log")
+  endif()
+  execute_process(COMMAND "${CMAKE_COMMAND}" --install "${_work}/build"
+                  RESULT_VARIABLE _rc OUTPUT_QUIET)
+  if(NOT _rc EQUAL 0)
+    message(FATAL_ERROR "s3torch: installing the AWS CRT failed")
+  endif()
+  file(WRITE "${_crt_prefix}/.complete" "${S3TORCH_CRT_VERSION}\n")
+  file(REMOVE_RECURSE "${_work}")
+endif()
+
+list(PREPEND CMAKE_PREFIX_PATH "${_crt_prefix}")
+find_package(aws-c-s3 CONFIG REQUIRED PATHS "${_crt_prefix}" NO_DEFAULT_PATH)
+message(STATUS "s3torch: using AWS CRT ${S3TORCH_CRT_VERSION} from ${_crt_prefix}")
