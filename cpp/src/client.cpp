@@ -343,8 +343,6 @@ CounterSnapshot Client::counters() const {
                          c.failed_attempts, c.bytes_downloaded, c.bytes_uploaded, c.chunk_copies};
 }
 
-namespace {
-
 // Runs a DEFAULT meta request to completion and returns it (throws S3Error on failure).
 std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &impl, const char *operation,
                                           const char *method, const std::string &bucket,
@@ -378,8 +376,6 @@ std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &i
   if (req->crt_error != AWS_ERROR_SUCCESS) throw req->error();
   return req;
 }
-
-}  // namespace
 
 ObjectInfo Client::head(const std::string &bucket, const std::string &key) {
   auto r = run_simple(impl_, "HeadObject", "HEAD", bucket, key, "", {});

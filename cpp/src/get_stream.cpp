@@ -69,6 +69,28 @@ int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start,
 
 void GetStream::State::on_finished() {}
 
+void GetStream::State::settle_error(std::unique_lock<std::mutex> &lock) {
+  if (settled || crt_error == 0) return;
+  settled = true;
+  // The CRT fetches a whole object with a first ranged GET; servers that answer an empty object's
+  // range with a bare 416 (no Content-Range) make that fail. A HEAD tells whether the object is
+  // simply empty, which is a successful, empty stream.
+  if (status == 416 && !start && !end) {
+    lock.unlock();
+    bool empty = false;
+    try {
+      auto head = run_simple(owner, "HeadObject", "HEAD", bucket, key, "", {});
+      empty = head->content_length == "0";
+    } catch (...) {
+    }
+    lock.lock();
+    if (empty) {
+      crt_error = 0;
+      object_size = 0;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // GetStream
 
@@ -109,6 +131,7 @@ std::optional<Chunk> GetStream::next() {
     st_->position = c.offset + c.size;
     return c;
   }
+  st_->settle_error(lock);
   if (st_->crt_error != 0) throw st_->error();
   return std::nullopt;
 }
@@ -122,6 +145,7 @@ size_t GetStream::read_into(uint8_t *dst, size_t n) {
       st_->cv.wait(lock, [&] { return !st_->queue.empty() || st_->finished || st_->closed; });
       if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");
       if (st_->queue.empty()) {
+        st_->settle_error(lock);
         if (st_->crt_error != 0) throw st_->error();
         break;
       }

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "s3torch/client.hpp"
 #include "s3torch/error.hpp"
@@ -98,6 +100,9 @@ struct GetStream::State : RequestBase {
   void on_headers(const aws_http_headers *headers, int status) override;
   int on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) override;
   void on_finished() override;
+  // Called with the lock held once the request finished with an error; may clear it (see .cpp).
+  void settle_error(std::unique_lock<std::mutex> &lock);
+  bool settled = false;
 };
 
 struct PutStream::State : RequestBase {
@@ -105,6 +110,11 @@ struct PutStream::State : RequestBase {
   bool closed = false;
   bool aborted = false;
 };
+
+std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &impl, const char *operation,
+                                          const char *method, const std::string &bucket,
+                                          const std::string &key, const std::string &query,
+                                          const std::vector<std::pair<std::string, std::string>> &headers);
 
 std::string header_value(const aws_http_headers *headers, const char *name);
 
