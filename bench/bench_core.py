@@ -106,6 +106,8 @@ def main() -> None:
             ("boto3 get_object.read", boto3_read, _cpu_self),
         ]
         results: Dict[str, List[Tuple[float, float]]] = {name: [] for name, _, _ in cases}
+        for _, fn, _ in cases:  # warm-up: the server's first read of fresh data is slower
+            fn()
         for _ in range(args.repeat):
             for name, fn, cpu in cases:  # interleaved, so drift hits every case alike
                 secs, cpu_s, n = measure(fn, cpu)

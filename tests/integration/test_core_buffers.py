@@ -96,3 +96,60 @@ def test_bounded_memory_slow_consumer(seaweed_server, seaweed_bucket, make_clien
     assert stats["waits"] > 0, "the pool never made a reservation wait: no back-pressure exercised"
     growth = peak_rss - rss_before
     assert growth < 160 * MiB, f"RSS grew by {growth / MiB:.0f} MiB streaming {size // MiB} MiB"
+
+
+def test_dropping_a_stream_cancels_and_frees(seaweed_server, seaweed_bucket, make_client):
+    import gc
+
+    client = make_client(seaweed_server, memory_limit_bytes=32 * MiB)
+    _upload(client, seaweed_bucket, "cancel-me", 128 * MiB)
+    stream = client.get_object_stream(seaweed_bucket, "cancel-me")
+    first = next(iter(stream))
+    assert first.offset == 0
+    del first, stream
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while client.stats()["reserved_bytes"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.stats()["reserved_bytes"] == 0
+    downloaded = client.stats()["bytes_downloaded"]
+    assert downloaded < 128 * MiB, "the whole object was fetched although the stream was dropped"
+    # the client still works afterwards
+    buf = bytearray(MiB)
+    assert client.get_object_stream(seaweed_bucket, "cancel-me", 0, MiB).read_into(buf) == MiB
+
+
+def test_blocking_reads_release_the_gil(seaweed_server, seaweed_bucket, make_client):
+    import threading
+
+    client = make_client(seaweed_server)
+    _upload(client, seaweed_bucket, "gil", 256 * MiB)
+    ticks = 0
+    stop = threading.Event()
+
+    def spin() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    buf = bytearray(256 * MiB)
+    t0 = time.monotonic()
+    n = client.get_object_stream(seaweed_bucket, "gil").read_into(buf)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    t.join()
+    assert n == 256 * MiB
+    # With the GIL held for the whole read the other thread could not tick at all.
+    assert ticks >= max(5, int(elapsed * 100)), (ticks, elapsed)
+
+
+def test_unsigned_requests(moto_server, moto_bucket, make_client):
+    signed = make_client(moto_server)
+    with signed.put_object(moto_bucket, "public") as w:
+        w.write(b"open data")
+    anon = make_client(moto_server, unsigned=True)
+    got = b"".join(bytes(c) for c in anon.get_object_stream(moto_bucket, "public"))
+    assert got == b"open data"
