@@ -142,5 +142,7 @@ def test_config_validation():
         False,
     )
     assert cfg.max_attempts == 10 and cfg.profile is None and cfg.memory_limit_bytes is None
-    with pytest.raises(Exception):
-        cfg.part_size = 5  # frozen
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.part_size = 5  # type: ignore[misc]
