@@ -1,0 +1,59 @@
+"""Test infrastructure: local S3 servers (moto, SeaweedFS) and a fault-injecting loopback proxy.
+
+Pure Python (stdlib only at import; boto3 is imported inside the functions that need it), so it
+works without the native ``s3torch._core``.
+"""
+
+from ._ports import free_port, free_ports
+from .helpers import make_client, unique_bucket_name
+from .proxy import (
+    Delay,
+    Fault,
+    FaultAction,
+    RecordedRequest,
+    Reset,
+    Respond,
+    S3Proxy,
+    delay,
+    parse_range,
+    reset,
+    respond,
+)
+from .servers import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    S3Server,
+    ServerStartError,
+    find_weed,
+    start_moto,
+    start_seaweedfs,
+    start_server,
+)
+
+__all__ = [
+    "ACCESS_KEY",
+    "REGION",
+    "SECRET_KEY",
+    "Delay",
+    "Fault",
+    "FaultAction",
+    "RecordedRequest",
+    "Reset",
+    "Respond",
+    "S3Proxy",
+    "S3Server",
+    "ServerStartError",
+    "delay",
+    "find_weed",
+    "free_port",
+    "free_ports",
+    "make_client",
+    "parse_range",
+    "reset",
+    "respond",
+    "start_moto",
+    "start_seaweedfs",
+    "start_server",
+    "unique_bucket_name",
+]
