@@ -8,7 +8,6 @@ import time
 import warnings
 
 import numpy as np
-import pytest
 
 MiB = 1024 * 1024
 
