@@ -6,6 +6,8 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <aws/s3/s3.h>
+
 #include "s3torch/client.hpp"
 #include "s3torch/error.hpp"
 #include "s3torch/get_stream.hpp"
@@ -63,6 +65,9 @@ NB_MODULE(_core, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     }
   });
+
+  m.def("default_memory_limit", &aws_s3_default_memory_limit_for_throughput, nb::arg("throughput_target_gbps"),
+        "The CRT's part-buffer memory limit for a throughput target when none is configured");
 
   nb::class_<PyChunk>(m, "Chunk", nb::type_slots(chunk_slots),
                       "Bytes of an object in a pinned part buffer; supports the buffer protocol without copying")

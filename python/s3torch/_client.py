@@ -81,6 +81,28 @@ def _identity(value: Any) -> Any:
     return value
 
 
+class _StreamOpener:
+    """``get_stream(start=None, end=None)`` for one object, as handed to reader constructors.
+
+    ``memory_limit_bytes`` tells readers how much pinned part-buffer memory the client's pool has, so
+    that a reader that keeps data (sequential) never holds so much of the pool that its own GET stalls.
+    """
+
+    __slots__ = ("_client", "bucket", "key")
+
+    def __init__(self, client: S3Client, bucket: str, key: str) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.key = key
+
+    def __call__(self, start: Optional[int] = None, end: Optional[int] = None) -> _core.GetObjectStream:
+        return self._client.get_object_stream(self.bucket, self.key, start, end)
+
+    @property
+    def memory_limit_bytes(self) -> int:
+        return self._client.memory_limit_bytes
+
+
 class S3Client:
     """A client for one region (and optionally one S3-compatible endpoint).
 
@@ -136,6 +158,16 @@ class S3Client:
         return self._s3client_config
 
     @property
+    def memory_limit_bytes(self) -> int:
+        """The part-buffer pool's hard limit (the configured one, else the CRT default)."""
+        limit = self._s3client_config.memory_limit_bytes
+        if limit:
+            return int(limit)
+        from . import _core
+
+        return int(_core.default_memory_limit(float(self._s3client_config.throughput_target_gbps)))
+
+    @property
     def user_agent_prefix(self) -> str:
         ua = self._user_agent
         if ua is None:
@@ -189,7 +221,7 @@ class S3Client:
             bucket=bucket,
             key=key,
             get_object_info=get_object_info,
-            get_stream=partial(self.get_object_stream, bucket, key),
+            get_stream=_StreamOpener(self, bucket, key),
         )
 
     def get_object_stream(

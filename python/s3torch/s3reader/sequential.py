@@ -1,0 +1,203 @@
+"""`SequentialS3Reader`: one GET of the whole object, kept as the chunks it arrived in."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Optional
+
+from . import _chunks
+from ._chunks import ChunkSpans
+from .protocol import GetStreamCallable, ObjectInfoLike
+from .s3reader import (
+    ReaderStats,
+    S3Reader,
+    byte_view,
+    read_size,
+    seek_target,
+    writable_view,
+)
+
+
+class SequentialS3Reader(S3Reader):
+    """Generic reader: streams the object once and serves any access pattern from what it received.
+
+    The GET starts on the first read (or on a seek past the bytes received so far) and is consumed
+    only as far as reads need. Received chunks are kept as views of the client's part buffers, so
+    repeated or backward reads cost no request; ``read`` copies once into the returned bytes and
+    ``readinto`` copies straight into the caller's buffer. The object size is looked up
+    (``get_object_info``) only for ``SEEK_END`` before the stream has ended.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        key: str,
+        get_object_info: Callable[[], ObjectInfoLike],
+        get_stream: GetStreamCallable,
+    ) -> None:
+        if not bucket:
+            raise ValueError("Bucket should be specified")
+        self._bucket = bucket
+        self._key = key
+        self._get_object_info = get_object_info
+        self._get_stream = get_stream
+        self._stream: Optional[Iterator[Any]] = None
+        self._spans = ChunkSpans(0)
+        self._eof = False  # the stream has delivered its last chunk
+        self._size: Optional[int] = None  # exact size, once known
+        self._position = 0
+        self._pinned = 0  # bytes of part buffers referenced by _spans
+        self._pinned_budget = _chunks.pinned_budget(get_stream)
+        self._spilled = 0  # views before this index are heap copies
+        self.stats = ReaderStats()
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def prefetch(self) -> None:
+        """Start the GET now instead of at the first read.
+
+        Raises:
+            S3Exception: the request could not be started.
+        """
+        self._check_open()
+        if self._stream is None and not self._eof:
+            self._stream = iter(self._get_stream())
+            self.stats.get_requests += 1
+
+    def _known_size(self) -> Optional[int]:
+        if self._size is None and self._stream is not None:
+            # The GET's response headers carry the object size: no HEAD needed once they arrived.
+            reported = getattr(self._stream, "object_size", None)
+            if reported is not None:
+                self._size = int(reported)
+        return self._size
+
+    def _get_size(self) -> int:
+        size = self._known_size()
+        if size is None:
+            size = self._size = int(self._get_object_info().size)
+        return size
+
+    def _fill_to(self, offset: int) -> None:
+        """Pull chunks until the bytes before ``offset`` are held or the stream ends."""
+        spans = self._spans
+        if spans.end >= offset or self._eof:
+            return
+        self.prefetch()
+        stream = self._stream
+        assert stream is not None
+        limit = self._pinned_budget
+        while spans.end < offset:
+            try:
+                chunk = next(stream)
+            except StopIteration:
+                self._finish()
+                return
+            view = byte_view(chunk)
+            spans.append(view)
+            self.stats.bytes_fetched += len(view)
+            self._pinned += len(view)
+            if self._pinned > limit:
+                self._spill(limit)
+
+    def _finish(self) -> None:
+        self._eof = True
+        # The stream is the authority on the size (object info could be stale).
+        self._size = self._spans.end
+        stream, self._stream = self._stream, None
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+    def _spill(self, limit: int) -> None:
+        # Copy the oldest chunks into ordinary memory so this reader never holds more pool memory
+        # than the budget (otherwise an object larger than the pool would stall its own GET).
+        views = self._spans.views
+        while self._pinned > limit and self._spilled < len(views):
+            view = views[self._spilled]
+            views[self._spilled] = memoryview(view.tobytes())
+            self._pinned -= len(view)
+            self._spilled += 1
+
+    def read(self, size: Optional[int] = None) -> bytes:
+        """Read up to ``size`` bytes (all remaining bytes if None or negative).
+
+        Raises:
+            S3Exception: An error occurred accessing S3.
+        """
+        self._check_open()
+        n = read_size(size)
+        if n == 0:
+            return b""
+        pos = self._position
+        if n is None:
+            self._fill_to(1 << 63)
+            stop = self._spans.end
+        else:
+            self._fill_to(pos + n)
+            stop = min(pos + n, self._spans.end)
+        if pos >= stop:
+            return b""
+        data = self._spans.to_bytes(pos, stop)
+        self._position = stop
+        self.stats.bytes_returned += stop - pos
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        """Read up to ``len(buf)`` bytes into the writable buffer ``buf``; 0 at the end.
+
+        Raises:
+            TypeError: ``buf`` is not a writable bytes-like object.
+            S3Exception: An error occurred accessing S3.
+        """
+        self._check_open()
+        dest = writable_view(buf)
+        if not dest.nbytes:
+            return 0
+        pos = self._position
+        self._fill_to(pos + dest.nbytes)
+        n = self._spans.copy_into(dest, pos)
+        self._position = pos + n
+        self.stats.bytes_returned += n
+        return n
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Move to ``offset`` relative to ``whence``; a position past the end becomes the end.
+
+        Raises:
+            ValueError: negative position or invalid whence.
+            S3Exception: An error occurred accessing S3.
+        """
+        self._check_open()
+        target = seek_target(offset, whence, self._position, self._get_size)
+        if target > self._spans.end and self._known_size() is None:
+            # Clamping needs the size: reading up to the target either reaches it or finds the end
+            # (those bytes would be read next anyway, and this avoids a HEAD request).
+            self._fill_to(target)
+        size = self._known_size()
+        if size is not None:
+            target = min(target, size)
+        self._position = target
+        return target
+
+    def tell(self) -> int:
+        """Current position in the object."""
+        self._check_open()
+        return self._position
+
+    def close(self) -> None:
+        """Cancel the GET if still running and drop the buffered chunks."""
+        stream = getattr(self, "_stream", None)
+        self._stream = None
+        if stream is not None:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if hasattr(self, "_spans"):
+            self._spans = ChunkSpans(0)
+        super().close()
