@@ -160,8 +160,18 @@ class SequentialS3Reader(S3Reader):
         if not dest.nbytes:
             return 0
         pos = self._position
-        self._fill_to(pos + dest.nbytes)
-        n = self._spans.copy_into(dest, pos)
+        want = dest.nbytes
+        n = 0
+        spans = self._spans
+        while n < want:
+            # Copy what has arrived, then pull the next chunk: the copy overlaps the download
+            # instead of waiting for the whole range first.
+            copied = spans.copy_into(dest[n:], pos + n)
+            n += copied
+            if n >= want or self._eof:
+                break
+            if not copied:
+                self._fill_to(spans.end + 1)
         self._position = pos + n
         self.stats.bytes_returned += n
         return n
