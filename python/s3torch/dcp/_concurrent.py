@@ -1,0 +1,487 @@
+"""Concurrent DCP load: all range GETs of a plan at once, items completed as their bytes arrive.
+
+torch's FileSystemReader (and s3torchconnector's S3StorageReader) walk files and items one after
+another, so a load runs at the speed of one stream. Here the plan's item ranges are coalesced per
+object (``coalesce_ranges``), long groups are split at item boundaries, and a pool of K workers each
+opens ONE ranged GET and consumes it to its end before taking the next (an opened stream without an
+active consumer would hold part buffers of the shared pool and could stall the others).
+
+Tensor items are copied once: the position of the raw storage bytes inside each item's torch.save
+archive is parsed from its first bytes (``_archive``) and ``GetObjectStream.read_into`` copies them
+from the part buffers straight into the destination tensor. Anything unusual takes torch's own path
+(``torch.load`` of the item bytes), so results are bit-identical to FileSystemReader's.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, cast
+
+import torch
+from torch.distributed._shard._utils import narrow_tensor_by_index
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+
+from ._archive import NeedMoreBytes, UnsupportedArchive, check_tail, parse_head
+from ._stats import LoadStats
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+# Longest head of an item we parse in place; a tensor archive's records before the data are < 1 KiB.
+_MAX_HEAD = 1 * MiB
+_FIRST_PEEK = 2048
+# Coalesced groups longer than this are split at item boundaries so that K streams share the work.
+DEFAULT_SPLIT_BYTES = 64 * MiB
+DEFAULT_MAX_STREAMS = 8
+# Pool budget per consuming stream by default (parts in flight plus the ones being read), and the
+# least we allow when the caller asks for more streams (see default_max_streams).
+_PARTS_PER_STREAM = 8
+_MIN_PARTS_PER_STREAM = 3
+
+
+class _StreamEnded(Exception):
+    pass
+
+
+class _Cursor:
+    """Forward-only reader over one GetObjectStream that can peek without consuming.
+
+    Peeked chunks stay queued as memoryviews of the part buffers; ``read_into`` drains them and then
+    lets the native ``read_into`` copy the rest (one memcpy, GIL released).
+    """
+
+    __slots__ = ("_stream", "pos", "_pending", "_pending_len", "_what")
+
+    def __init__(self, stream: Any, start: int, what: str) -> None:
+        self._stream = stream
+        self.pos = start  # object offset of the next byte we hand out
+        self._pending: Deque[memoryview] = deque()
+        self._pending_len = 0
+        self._what = what
+
+    def _pull(self) -> bool:
+        while True:
+            try:
+                chunk = next(self._stream)
+            except StopIteration:
+                return False
+            view = memoryview(chunk)
+            if len(view):
+                if view.format != "B" or view.ndim != 1:
+                    view = view.cast("B")
+                self._pending.append(view)
+                self._pending_len += len(view)
+                return True
+
+    def _ended(self, need: int) -> _StreamEnded:
+        return _StreamEnded(f"{self._what}: stream ended at offset {self.pos} ({need} more bytes needed)")
+
+    def peek(self, n: int) -> memoryview:
+        """The next ``n`` bytes without consuming them (fewer only at the end of the stream)."""
+        while self._pending_len < n and self._pull():
+            pass
+        if self._pending and len(self._pending[0]) >= n:
+            return self._pending[0][:n]
+        out = bytearray()
+        for view in self._pending:
+            out += view[: n - len(out)]
+            if len(out) >= n:
+                break
+        return memoryview(out)
+
+    def skip_to(self, offset: int) -> None:
+        n = offset - self.pos
+        if n < 0:
+            raise AssertionError(f"{self._what}: cannot seek back from {self.pos} to {offset}")
+        while n > 0:
+            if not self._pending and not self._pull():
+                raise self._ended(n)
+            head = self._pending[0]
+            if len(head) <= n:
+                self._pending.popleft()
+                self._pending_len -= len(head)
+                n -= len(head)
+                self.pos += len(head)
+            else:
+                self._pending[0] = head[n:]
+                self._pending_len -= n
+                self.pos += n
+                n = 0
+
+    def read_into(self, dest: memoryview) -> None:
+        """Fills ``dest`` completely with the next bytes."""
+        total = len(dest)
+        done = 0
+        while done < total and self._pending:
+            head = self._pending[0]
+            n = min(len(head), total - done)
+            dest[done : done + n] = head[:n]
+            done += n
+            if n == len(head):
+                self._pending.popleft()
+            else:
+                self._pending[0] = head[n:]
+            self._pending_len -= n
+        while done < total:
+            got = self._stream.read_into(dest[done:])
+            if got <= 0:
+                self.pos += done
+                raise self._ended(total - done)
+            done += got
+        self.pos += total
+
+    def read_bytes(self, n: int) -> bytearray:
+        out = bytearray(n)
+        if n:
+            self.read_into(memoryview(out))
+        return out
+
+
+@dataclass
+class _Range:
+    start: int
+    end: int
+    reqs: List[ReadItem]
+
+
+@dataclass
+class _Task:
+    """One ranged GET and the item ranges it serves, in object order."""
+
+    bucket: str
+    key: str
+    start: int
+    end: int
+    ranges: List[_Range] = field(default_factory=list)
+
+
+def _byte_view(t: torch.Tensor) -> Optional[memoryview]:
+    """A writable flat byte view of a contiguous CPU tensor's memory, or None if it has none."""
+    try:
+        flat = t.reshape(-1)
+        if flat.data_ptr() != t.data_ptr():
+            return None
+        arr = flat.view(torch.uint8).numpy()
+        return memoryview(arr).cast("B")
+    except (RuntimeError, TypeError, ValueError):
+        return None
+
+
+def _fits_storage(meta: torch.Tensor, nbytes: int) -> bool:
+    """Whether the saved view lies inside the storage payload (torch.load refuses otherwise)."""
+    if meta.numel() == 0:
+        return True
+    last = meta.storage_offset() + sum((s - 1) * st for s, st in zip(meta.shape, meta.stride()))
+    return meta.storage_offset() >= 0 and (last + 1) * meta.element_size() <= nbytes
+
+
+class ConcurrentPlanLoader:
+    """Loads one LoadPlan; created per ``read_data`` call."""
+
+    def __init__(
+        self,
+        *,
+        client: Any,
+        storage_data: Dict[Any, Any],
+        resolve_uri: Callable[[str], Tuple[str, str]],
+        transforms: Any,
+        planner: LoadPlanner,
+        coalesce: Callable[[Sequence[Any], Any], List[Any]],
+        item_range: Callable[[int, int], Any],
+        max_gap_size: Any,
+        max_streams: int,
+        split_bytes: int = DEFAULT_SPLIT_BYTES,
+        progress: Optional[Callable[[int], None]] = None,
+    ) -> None:
+        self._client = client
+        self._storage_data = storage_data
+        self._resolve_uri = resolve_uri
+        self._transforms = transforms
+        self._planner = planner
+        self._coalesce = coalesce
+        self._item_range = item_range
+        self._max_gap_size = max_gap_size
+        self._max_streams = max(1, max_streams)
+        self._split_bytes = max(1, split_bytes)
+        self._progress = progress
+        # torch's planners are not thread-safe: every planner call goes through this lock.
+        self._planner_lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._stats_lock = threading.Lock()
+        self._open_streams = 0
+        self.stats = LoadStats(reader="dcp_optimized", mode="concurrent")
+
+    # ---- planning -------------------------------------------------------------------------------
+
+    def build_tasks(self, plan: LoadPlan) -> Tuple[List[_Task], List[_Range]]:
+        """Groups the plan into ranged GETs; returns (tasks, zero-length ranges)."""
+        per_file: Dict[str, Dict[Tuple[int, int], List[ReadItem]]] = {}
+        for req in plan.items:
+            md = self._storage_data[req.storage_index]
+            # Several ReadItems may need the same stored bytes (resharding): fetch them once.
+            per_file.setdefault(md.relative_path, {}).setdefault((md.offset, md.length), []).append(req)
+
+        tasks: List[_Task] = []
+        empty: List[_Range] = []
+        stats = self.stats
+        stats.files = len(per_file)
+        stats.items = len(plan.items)
+        for relative_path, by_range in per_file.items():
+            bucket, key = self._resolve_uri(relative_path)
+            spans = sorted(by_range)
+            ranges: Dict[int, _Range] = {}
+            item_ranges = []
+            prev_end = -1
+            for offset, length in spans:
+                rng = _Range(offset, offset + length, by_range[(offset, length)])
+                stats.bytes_needed += length
+                if length == 0:
+                    empty.append(rng)
+                    continue
+                if offset < prev_end:
+                    raise ValueError(
+                        f"Overlapping checkpoint items in s3://{bucket}/{key} at offset {offset}: "
+                        "not a DCP layout; load with S3ReaderConstructor.sequential()"
+                    )
+                prev_end = offset + length
+                ranges[offset] = rng
+                item_ranges.append(self._item_range(offset, offset + length))
+            for group in self._coalesce(item_ranges, self._max_gap_size):
+                tasks.extend(self._split(bucket, key, [ranges[r.start] for r in group.items]))
+        stats.bytes_fetched = sum(t.end - t.start for t in tasks)
+        stats.get_requests = len(tasks)
+        return tasks, empty
+
+    def _split(self, bucket: str, key: str, ranges: List[_Range]) -> List[_Task]:
+        """Cuts a coalesced group at item boundaries into GETs of about split_bytes or more."""
+        out: List[_Task] = []
+        cur: Optional[_Task] = None
+        for rng in ranges:
+            if cur is None or cur.end - cur.start >= self._split_bytes:
+                cur = _Task(bucket, key, rng.start, rng.end)
+                out.append(cur)
+            cur.ranges.append(rng)
+            cur.end = rng.end
+        return out
+
+    # ---- running --------------------------------------------------------------------------------
+
+    def run(self, plan: LoadPlan) -> LoadStats:
+        t0 = time.perf_counter()
+        tasks, empty = self.build_tasks(plan)
+        for rng in empty:  # no bytes to fetch: torch's semantics on an empty slice
+            self._load_generic(rng.reqs, bytearray(), None)
+        workers = min(self._max_streams, len(tasks))
+        if workers:
+            self._run_pool(tasks, workers)
+        self.stats.seconds = time.perf_counter() - t0
+        return self.stats
+
+    def _run_pool(self, tasks: List[_Task], workers: int) -> None:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3torch-dcp-load") as pool:
+            futures: List[Future] = [pool.submit(self._run_task, t) for t in tasks]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:  # e.g. KeyboardInterrupt: stop the workers before leaving
+                self._cancel.set()
+                for f in futures:
+                    f.cancel()
+                raise
+            failed = [f for f in done if not f.cancelled() and f.exception() is not None]
+            if failed:
+                self._cancel.set()
+                for f in futures:
+                    f.cancel()
+                raise cast(BaseException, failed[0].exception())
+
+    def _run_task(self, task: _Task) -> None:
+        if self._cancel.is_set():
+            return
+        what = f"s3://{task.bucket}/{task.key}[{task.start}:{task.end}]"
+        stream = self._client.get_object_stream(task.bucket, task.key, task.start, task.end)
+        with self._stats_lock:
+            self._open_streams += 1
+            self.stats.max_streams = max(self.stats.max_streams, self._open_streams)
+        try:
+            cursor = _Cursor(stream, task.start, what)
+            for rng in task.ranges:
+                if self._cancel.is_set():
+                    return
+                cursor.skip_to(rng.start)
+                self._load_range(task, cursor, rng)
+                if self._progress is not None:
+                    self._progress(rng.end - rng.start)
+        finally:
+            stream.close()
+            with self._stats_lock:
+                self._open_streams -= 1
+
+    def _load_range(self, task: _Task, cursor: _Cursor, rng: _Range) -> None:
+        reqs = rng.reqs
+        req = reqs[0]
+        md = self._storage_data[req.storage_index]
+        simple_tensor = len(reqs) == 1 and req.type != LoadItemType.BYTE_IO and not md.transform_descriptors
+        if simple_tensor and self._load_tensor_in_place(task, cursor, rng, req):
+            return
+        data = cursor.read_bytes(rng.end - cursor.pos)
+        if simple_tensor:
+            with self._stats_lock:
+                self.stats.fallback_items += 1
+        self._load_generic(reqs, data, None)
+
+    def _load_tensor_in_place(self, task: _Task, cursor: _Cursor, rng: _Range, req: ReadItem) -> bool:
+        """Copies the tensor bytes straight into the destination; False: use the torch.load path."""
+        length = rng.end - rng.start
+        n = min(length, _FIRST_PEEK)
+        while True:
+            view = cursor.peek(n)
+            if len(view) < n:
+                raise _StreamEnded(f"s3://{task.bucket}/{task.key}: stream ended inside item at {rng.start}")
+            try:
+                head = parse_head(view, length)
+                break
+            except NeedMoreBytes as e:
+                if e.n > _MAX_HEAD:
+                    return False
+                n = e.n
+            except UnsupportedArchive as e:
+                log.debug("item at %s of %s read with torch.load: %s", rng.start, task.key, e)
+                return False
+        del view
+        meta = head.meta
+        if head.data_end > length or not _fits_storage(meta, head.nbytes):
+            return False
+
+        src = narrow_tensor_by_index(meta, req.storage_offsets, req.lengths)
+        with self._planner_lock:
+            target = self._planner.resolve_tensor(req).detach()
+        if target.size() != src.size():
+            raise AssertionError(f"req {req.storage_index} mismatch sizes {target.size()} vs {src.size()}")
+
+        dest = None
+        if target.device.type == "cpu" and target.dtype == meta.dtype and src.is_contiguous():
+            dest = _byte_view(target) if target.is_contiguous() else None
+        itemsize = meta.element_size()
+        if dest is not None:
+            # One copy: part buffers -> destination tensor.
+            cursor.skip_to(rng.start + head.data_offset + src.storage_offset() * itemsize)
+            cursor.read_into(dest)
+        else:
+            # dtype cast, strided source or destination, other device: stage the storage once and
+            # let copy_ do what FileSystemReader's copy_ does.
+            cursor.skip_to(rng.start + head.data_offset)
+            staged = torch.empty(head.nbytes, dtype=torch.uint8)
+            if head.nbytes:
+                cursor.read_into(memoryview(staged.numpy()))
+            full = staged.view(meta.dtype).as_strided(meta.size(), meta.stride(), meta.storage_offset())
+            target.copy_(narrow_tensor_by_index(full, req.storage_offsets, req.lengths))
+
+        cursor.skip_to(rng.start + head.data_end)
+        tail = cursor.read_bytes(rng.end - cursor.pos)
+        try:
+            check_tail(head, memoryview(tail))
+        except UnsupportedArchive as e:
+            # The in-place copy trusted a layout the archive's end contradicts: use torch.load.
+            log.warning(
+                "s3://%s/%s item at %s: %s; re-reading it with torch.load",
+                task.bucket,
+                task.key,
+                rng.start,
+                e,
+            )
+            self._refetch_generic(task, rng, target)
+            return True
+        with self._planner_lock:
+            self._planner.commit_tensor(req, target)
+        return True
+
+    def _refetch_generic(self, task: _Task, rng: _Range, target: torch.Tensor) -> None:
+        stream = self._client.get_object_stream(task.bucket, task.key, rng.start, rng.end)
+        try:
+            data = _Cursor(stream, rng.start, task.key).read_bytes(rng.end - rng.start)
+        finally:
+            stream.close()
+        with self._stats_lock:
+            self.stats.get_requests += 1
+            self.stats.bytes_fetched += rng.end - rng.start
+            self.stats.fallback_items += 1
+        self._load_generic(rng.reqs, data, target)
+
+    def _load_generic(self, reqs: List[ReadItem], data: bytearray, target: Optional[torch.Tensor]) -> None:
+        """torch's FileSystemReader.read_data for items whose bytes are in ``data``."""
+        for req in reqs:
+            md = self._storage_data[req.storage_index]
+            raw = io.BytesIO(data)
+            transform_from = self._transforms.transform_load_stream(req, md.transform_descriptors or (), raw)
+            if req.type == LoadItemType.BYTE_IO:
+                read_bytes = io.BytesIO(transform_from.read(-1))
+                read_bytes.seek(0)
+                with self._planner_lock:
+                    self._planner.load_bytes(req, read_bytes)
+                continue
+            if transform_from.seekable():
+                seekable = transform_from
+            else:
+                seekable = io.BytesIO(transform_from.read(-1))
+                seekable.seek(0)
+            tensor = cast(torch.Tensor, torch.load(seekable, map_location="cpu", weights_only=True))
+            tensor = narrow_tensor_by_index(tensor, req.storage_offsets, req.lengths)
+            dest = target
+            if dest is None:
+                with self._planner_lock:
+                    dest = self._planner.resolve_tensor(req).detach()
+            if dest.size() != tensor.size():
+                raise AssertionError(
+                    f"req {req.storage_index} mismatch sizes {dest.size()} vs {tensor.size()}"
+                )
+            dest.copy_(tensor)
+            with self._planner_lock:
+                self._planner.commit_tensor(req, dest)
+
+
+def _pool_limit(client: Any) -> Tuple[int, int]:
+    """(part-buffer pool limit in bytes or 0 if unknown, part size) of ``client``."""
+    config = getattr(client, "s3client_config", None)
+    part_size = getattr(config, "part_size", 8 * MiB) or 8 * MiB
+    limit = getattr(config, "memory_limit_bytes", None)
+    if not limit:
+        try:
+            limit = int(client.stats().get("limit_bytes", 0))
+        except Exception:  # stats are optional
+            limit = 0
+    return int(limit or 0), int(part_size)
+
+
+def default_max_streams(client: Any, requested: Optional[int] = None) -> int:
+    """K: how many streams the part-buffer pool can feed.
+
+    By default at most DEFAULT_MAX_STREAMS, with a budget of _PARTS_PER_STREAM parts each. A
+    requested K is honoured up to _MIN_PARTS_PER_STREAM parts each: every consumer may hold a
+    part or two (a chunk it is reading, one it peeked at) while its stream needs another to make
+    progress, so more streams than that could exhaust the pool with nobody able to finish.
+    """
+    limit, part_size = _pool_limit(client)
+    if requested is None:
+        if not limit:
+            return DEFAULT_MAX_STREAMS
+        return max(1, min(DEFAULT_MAX_STREAMS, limit // (_PARTS_PER_STREAM * part_size)))
+    if not limit:
+        return max(1, requested)
+    cap = max(1, limit // (_MIN_PARTS_PER_STREAM * part_size))
+    if requested > cap:
+        log.warning(
+            "max_streams=%d lowered to %d: the client's memory limit (%d bytes) feeds at most "
+            "%d streams of %d-byte parts",
+            requested,
+            cap,
+            limit,
+            cap,
+            part_size,
+        )
+    return max(1, min(requested, cap))

@@ -1,0 +1,125 @@
+"""One rank of a multi-process DCP test (started by test_multirank.py, gloo on loopback).
+
+    python multirank_worker.py ACTION RANK WORLD_SIZE STORE_FILE ENDPOINT REGION URI
+
+ACTION: "save" (DTensors sharded over a CPU mesh plus replicated entries), "load" (into DTensors
+sharded over this world size, then checks full values), "save_fail_rank1" (rank 1 raises while its
+data is being written). Exit code 0 means the rank did what the action expects.
+"""
+
+from __future__ import annotations
+
+import datetime
+import sys
+import traceback
+import warnings
+from typing import Any, Dict
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultSavePlanner
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+
+warnings.filterwarnings("ignore", category=UserWarning)
+
+
+def global_values() -> Dict[str, torch.Tensor]:
+    """The full (unsharded) values: identical on every rank and in the test process."""
+    g = torch.Generator().manual_seed(42)
+    return {
+        "w": torch.randn(16, 6, generator=g),
+        "odd": torch.randn(7, 3, generator=g),  # 7 rows: uneven shards on 2 and 4 ranks
+        "emb": torch.randn(12, 4, generator=g).to(torch.bfloat16),
+        "ids": torch.arange(40, dtype=torch.int64).reshape(10, 4),
+        "bias": torch.randn(5, generator=g),
+    }
+
+
+SHARDED = ("w", "odd", "emb", "ids")
+
+
+def build_state(mesh: Any, zeros: bool) -> Dict[str, Any]:
+    values = global_values()
+    sharded = {}
+    for name in SHARDED:
+        full = torch.zeros_like(values[name]) if zeros else values[name]
+        sharded[name] = distribute_tensor(full, mesh, [Shard(0)])
+    bias = torch.zeros(5) if zeros else values["bias"]
+    return {
+        "model": sharded,
+        "replicated": {"bias": bias, "step": torch.tensor(0 if zeros else 123)},
+        "extra": {"epoch": None if zeros else 3},
+    }
+
+
+class FailingPlanner(DefaultSavePlanner):
+    """Raises on rank 1 when DCP asks for the data to write (i.e. in the middle of a save)."""
+
+    def resolve_data(self, write_item: Any) -> Any:
+        if dist.get_rank() == 1:
+            raise RuntimeError("injected failure on rank 1")
+        return super().resolve_data(write_item)
+
+
+def main() -> int:
+    action, rank, world, store, endpoint, region, uri = sys.argv[1:8]
+    rank_i, world_i = int(rank), int(world)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank_i,
+        world_size=world_i,
+        timeout=datetime.timedelta(seconds=60),
+    )
+    try:
+        from s3torch import S3ClientConfig
+        from s3torch.dcp import S3StorageReader, S3StorageWriter
+
+        config = S3ClientConfig(force_path_style=True, max_attempts=2)
+        mesh = init_device_mesh("cpu", (world_i,))
+        if action in ("save", "save_fail_rank1"):
+            state = build_state(mesh, zeros=False)
+            writer = S3StorageWriter(region, uri, s3client_config=config, endpoint=endpoint)
+            planner = FailingPlanner() if action == "save_fail_rank1" else None
+            try:
+                dcp.save(state, storage_writer=writer, planner=planner)
+            except (Exception, CheckpointException) as e:  # CheckpointException: BaseException
+                if action == "save_fail_rank1":
+                    print(f"rank {rank}: save failed as expected: {type(e).__name__}")
+                    return 0
+                raise
+            if action == "save_fail_rank1":
+                print(f"rank {rank}: save unexpectedly succeeded", file=sys.stderr)
+                return 1
+            return 0
+        if action == "load":
+            state = build_state(mesh, zeros=True)
+            reader = S3StorageReader(region, uri, s3client_config=config, endpoint=endpoint)
+            dcp.load(state, storage_reader=reader)
+            values = global_values()
+            for name in SHARDED:
+                got = state["model"][name]
+                assert isinstance(got, DTensor)
+                full = got.full_tensor()
+                assert full.dtype == values[name].dtype, name
+                assert torch.equal(full, values[name]), f"{name} differs on rank {rank}"
+            assert torch.equal(state["replicated"]["bias"], values["bias"])
+            assert state["replicated"]["step"].item() == 123
+            assert state["extra"]["epoch"] == 3
+            stats = reader.last_load_stats
+            assert stats is not None and stats.fallback_items == 0
+            print(f"rank {rank}: loaded {stats.items} items, {stats.bytes_fetched} bytes")
+            return 0
+        raise ValueError(f"unknown action {action!r}")
+    except (Exception, CheckpointException):
+        traceback.print_exc()
+        return 1
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Pure logic of the concurrent loader: stream cursor and how a plan becomes ranged GETs."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, List
+
+import pytest
+import torch
+from torch.distributed.checkpoint.filesystem import _StorageInfo
+from torch.distributed.checkpoint.metadata import MetadataIndex
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
+
+from s3torch.dcp._concurrent import ConcurrentPlanLoader, _Cursor, _StreamEnded, default_max_streams
+from s3torch.s3reader import ItemRange, coalesce_ranges
+
+MiB = 1024 * 1024
+
+
+class ChunkStream:
+    """Stand-in for GetObjectStream's consumer interface over in-memory chunks (cursor tests only;
+    the loader itself is exercised against real servers in test_dcp_roundtrip)."""
+
+    def __init__(self, chunks: List[bytes]) -> None:
+        self._chunks = [memoryview(c) for c in chunks if c]
+
+    def __iter__(self) -> Iterator[memoryview]:
+        return self
+
+    def __next__(self) -> memoryview:
+        if not self._chunks:
+            raise StopIteration
+        return self._chunks.pop(0)
+
+    def read_into(self, buf: Any) -> int:
+        dest = memoryview(buf).cast("B")
+        done = 0
+        while done < len(dest) and self._chunks:
+            head = self._chunks[0]
+            n = min(len(head), len(dest) - done)
+            dest[done : done + n] = head[:n]
+            done += n
+            if n == len(head):
+                self._chunks.pop(0)
+            else:
+                self._chunks[0] = head[n:]
+        return done
+
+
+DATA = bytes(range(256)) * 40
+
+
+def _cursor(sizes: List[int], start: int = 1000) -> _Cursor:
+    chunks, pos = [], 0
+    for s in sizes:
+        chunks.append(DATA[pos : pos + s])
+        pos += s
+    return _Cursor(ChunkStream(chunks), start, "test")
+
+
+def test_peek_does_not_consume_and_spans_chunks() -> None:
+    cur = _cursor([3, 5, 100])
+    assert bytes(cur.peek(2)) == DATA[:2]
+    assert bytes(cur.peek(7)) == DATA[:7]
+    assert cur.pos == 1000
+    assert bytes(cur.read_bytes(4)) == DATA[:4]
+    assert cur.pos == 1004
+    assert bytes(cur.peek(10)) == DATA[4:14]
+
+
+def test_skip_and_read_into_mix_queued_and_native_reads() -> None:
+    cur = _cursor([10, 10, 10, 10, 10])
+    cur.peek(15)  # queues two chunks
+    cur.skip_to(1003)
+    out = bytearray(30)
+    cur.read_into(memoryview(out))
+    assert bytes(out) == DATA[3:33]
+    cur.skip_to(1045)
+    assert bytes(cur.read_bytes(5)) == DATA[45:50]
+
+
+def test_end_of_stream_is_an_error() -> None:
+    cur = _cursor([10])
+    with pytest.raises(_StreamEnded):
+        cur.read_bytes(11)
+    cur = _cursor([10])
+    with pytest.raises(_StreamEnded):
+        cur.skip_to(1011)
+    assert len(_cursor([10]).peek(50)) == 10  # a short peek only says how much there is
+
+
+def test_cannot_seek_backwards() -> None:
+    cur = _cursor([10])
+    cur.skip_to(1005)
+    with pytest.raises(AssertionError):
+        cur.skip_to(1004)
+
+
+def _item(fqn: str, kind: LoadItemType = LoadItemType.TENSOR) -> ReadItem:
+    idx = MetadataIndex(fqn, torch.Size([0]) if kind == LoadItemType.TENSOR else None)
+    return ReadItem(
+        type=kind,
+        dest_index=idx,
+        dest_offsets=torch.Size([0]),
+        storage_index=idx,
+        storage_offsets=torch.Size([0]),
+        lengths=torch.Size([1]),
+    )
+
+
+def _loader(storage: dict, **kw: Any) -> ConcurrentPlanLoader:
+    return ConcurrentPlanLoader(
+        client=None,
+        storage_data=storage,
+        resolve_uri=lambda rel: ("bkt", f"ck/{rel}"),
+        transforms=None,
+        planner=None,  # type: ignore[arg-type]
+        coalesce=coalesce_ranges,
+        item_range=ItemRange,
+        max_gap_size=kw.pop("max_gap_size", 32 * MiB),
+        max_streams=4,
+        **kw,
+    )
+
+
+def test_plan_becomes_coalesced_split_gets() -> None:
+    items, storage = [], {}
+    # File A: 10 contiguous 8 MiB items; file B: two items 100 MiB apart.
+    for i in range(10):
+        it = _item(f"a{i}")
+        storage[it.storage_index] = _StorageInfo("__0_0.distcp", i * 8 * MiB, 8 * MiB)
+        items.append(it)
+    for j, off in enumerate((0, 100 * MiB)):
+        it = _item(f"b{j}")
+        storage[it.storage_index] = _StorageInfo("__1_0.distcp", off, MiB)
+        items.append(it)
+    loader = _loader(storage, split_bytes=32 * MiB)
+    tasks, empty = loader.build_tasks(LoadPlan(items))
+    assert not empty
+    a = [t for t in tasks if t.key.endswith("__0_0.distcp")]
+    b = [t for t in tasks if t.key.endswith("__1_0.distcp")]
+    # 80 MiB split at item boundaries once a GET reaches 32 MiB: 32 + 32 + 16.
+    assert [(t.start, t.end) for t in a] == [
+        (0, 32 * MiB),
+        (32 * MiB, 64 * MiB),
+        (64 * MiB, 80 * MiB),
+    ]
+    assert [(t.start, t.end) for t in b] == [(0, MiB), (100 * MiB, 101 * MiB)]
+    assert sum(len(t.ranges) for t in tasks) == 12
+    assert loader.stats.bytes_needed == 82 * MiB
+    assert loader.stats.bytes_fetched == 82 * MiB
+    assert loader.stats.files == 2 and loader.stats.items == 12
+
+
+def test_gaps_within_max_gap_are_fetched_in_one_get() -> None:
+    items, storage = [], {}
+    for i, off in enumerate((0, 2 * MiB, 10 * MiB)):
+        it = _item(f"x{i}")
+        storage[it.storage_index] = _StorageInfo("f.distcp", off, MiB)
+        items.append(it)
+    tasks, _ = _loader(storage, max_gap_size=MiB).build_tasks(LoadPlan(items))
+    assert [(t.start, t.end) for t in tasks] == [(0, 3 * MiB), (10 * MiB, 11 * MiB)]
+    tasks, _ = _loader(storage, max_gap_size=float("inf")).build_tasks(LoadPlan(items))
+    assert [(t.start, t.end) for t in tasks] == [(0, 11 * MiB)]
+
+
+def test_items_sharing_stored_bytes_are_fetched_once() -> None:
+    a = _item("w")
+    b = ReadItem(
+        type=LoadItemType.TENSOR,
+        dest_index=MetadataIndex("w", torch.Size([1])),
+        dest_offsets=torch.Size([0]),
+        storage_index=a.storage_index,
+        storage_offsets=torch.Size([1]),
+        lengths=torch.Size([1]),
+    )
+    storage = {a.storage_index: _StorageInfo("f.distcp", 0, 100)}
+    tasks, _ = _loader(storage).build_tasks(LoadPlan([a, b]))
+    assert len(tasks) == 1 and len(tasks[0].ranges) == 1
+    assert tasks[0].ranges[0].reqs == [a, b]
+
+
+def test_overlapping_items_are_rejected() -> None:
+    a, b = _item("a"), _item("b")
+    storage = {
+        a.storage_index: _StorageInfo("f.distcp", 0, 100),
+        b.storage_index: _StorageInfo("f.distcp", 50, 100),
+    }
+    with pytest.raises(ValueError, match="Overlapping"):
+        _loader(storage).build_tasks(LoadPlan([a, b]))
+
+
+def test_default_max_streams_follows_memory_limit() -> None:
+    class Cfg:
+        part_size = 8 * MiB
+        memory_limit_bytes = 128 * MiB
+
+    class Client:
+        s3client_config = Cfg()
+
+    assert default_max_streams(Client()) == 2  # 8 parts per stream by default
+    assert default_max_streams(Client(), requested=3) == 3
+    assert default_max_streams(Client(), requested=16) == 5  # at least 3 parts per stream
+    Cfg.memory_limit_bytes = 8 * MiB
+    assert default_max_streams(Client()) == 1
+    assert default_max_streams(Client(), requested=4) == 1
+    Cfg.memory_limit_bytes = 100 * 1024 * MiB
+    assert default_max_streams(Client()) == 8
+    assert default_max_streams(Client(), requested=32) == 32

@@ -1,0 +1,282 @@
+"""DCP save/load round trips through moto and SeaweedFS with every reader constructor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from dcp_helpers import MiB, Target, assert_same, blank_like, mixed_state
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch.distributed.checkpoint import FileSystemReader
+
+from s3torch import S3ReaderConstructor
+from s3torch.dcp import (
+    BinaryPrefixStrategy,
+    DefaultPrefixStrategy,
+    HexPrefixStrategy,
+    RoundRobinPrefixStrategy,
+)
+
+READERS: dict[str, Callable[[], Any]] = {
+    "sequential": S3ReaderConstructor.sequential,
+    "range_based": S3ReaderConstructor.range_based,
+    "range_based_unbuffered": lambda: S3ReaderConstructor.range_based(buffer_size=0),
+    "dcp_optimized_default": S3ReaderConstructor.dcp_optimized,
+    "dcp_optimized_gap0": lambda: S3ReaderConstructor.dcp_optimized(0),
+    "dcp_optimized_gap64k": lambda: S3ReaderConstructor.dcp_optimized(64 * 1024),
+    "dcp_optimized_inf": lambda: S3ReaderConstructor.dcp_optimized(float("inf")),
+    "default_reader": lambda: None,  # S3StorageReader's default: dcp_optimized()
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_round_trip(target: Target, reader: str) -> None:
+    state = mixed_state()
+    dcp.save(state, storage_writer=target.writer())
+    assert target.has_metadata()
+
+    dest = blank_like(state)
+    storage_reader = target.reader(READERS[reader]())
+    dcp.load(dest, storage_reader=storage_reader)
+    assert_same(state, dest)
+
+    stats = storage_reader.last_load_stats
+    assert stats is not None and stats.items > 0 and stats.seconds > 0
+    assert stats.bytes_fetched >= stats.bytes_needed > 0
+    if reader.startswith("dcp_optimized") or reader == "default_reader":
+        assert stats.mode == "concurrent"
+        assert stats.fallback_items == 0, "every tensor should be copied in place"
+    else:
+        assert stats.mode == "per_file"
+
+
+@pytest.mark.parametrize("max_gap", [0, 64 * 1024, float("inf")])
+def test_dcp_optimized_reader_through_torchs_per_file_loop(target: Target, max_gap: float) -> None:
+    """concurrent=False: DCPOptimizedS3Reader under torch's FileSystemReader loop."""
+    state = mixed_state()
+    dcp.save(state, storage_writer=target.writer())
+    dest = blank_like(state)
+    reader = target.reader(S3ReaderConstructor.dcp_optimized(max_gap), concurrent=False)
+    dcp.load(dest, storage_reader=reader)
+    assert_same(state, dest)
+    assert reader.last_load_stats.mode == "per_file"
+    assert reader.last_load_stats.reader == "dcp_optimized"
+
+
+def test_large_items_across_parts_and_many_streams(seaweed_target: Target) -> None:
+    """Items bigger than a part, split into several concurrent GETs, thread_count=2 files."""
+    state = mixed_state(big=5 * MiB)  # 20 MiB fp32 tensor: spans three 8 MiB parts
+    state["big2"] = torch.arange(3 * MiB, dtype=torch.int64)
+    dcp.save(state, storage_writer=seaweed_target.writer(thread_count=2))
+    distcp = [k for k in seaweed_target.keys() if k.endswith(".distcp")]
+    assert len(distcp) == 2
+
+    for max_streams in (1, 3):
+        dest = blank_like(state)
+        reader = seaweed_target.reader(max_streams=max_streams)
+        reader.split_bytes = 4 * MiB  # force several GETs per file
+        dcp.load(dest, storage_reader=reader)
+        assert_same(state, dest)
+        stats = reader.last_load_stats
+        assert stats.get_requests >= 3
+        assert stats.max_streams <= max_streams
+        assert stats.fallback_items == 0
+
+
+def _download(target: Target, dest_dir: Path) -> None:
+    client = target.server.boto3_client()
+    for key in target.keys():
+        path = dest_dir / key[len(target.prefix) + 1 :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(target.bucket, key, str(path))
+
+
+def test_bit_identical_to_torch_filesystem_reader(target: Target, tmp_path: Path) -> None:
+    """Same checkpoint bytes, same destinations (incl. strided and dtype-casting ones): our
+    concurrent reader and torch's FileSystemReader must produce identical tensors."""
+    state = mixed_state()
+    state["wide"] = torch.randn(40, 24)
+    dcp.save(state, storage_writer=target.writer())
+    _download(target, tmp_path)
+
+    def destinations() -> dict:
+        dest = blank_like(state)
+        dest["wide"] = torch.zeros(24, 40).t()  # non-contiguous destination view
+        dest["fp32"] = torch.zeros(64, 33, dtype=torch.float64)  # copy_ casts, as torch does
+        return dest
+
+    ours = destinations()
+    dcp.load(ours, storage_reader=target.reader())
+    theirs = destinations()
+    dcp.load(theirs, storage_reader=FileSystemReader(str(tmp_path)))
+    assert_same(theirs, ours)
+    assert torch.equal(ours["wide"], state["wide"])
+
+
+def test_partial_load_of_a_subset_of_keys(target: Target) -> None:
+    state = mixed_state()
+    dcp.save(state, storage_writer=target.writer())
+    dest = {"bf16": torch.zeros(128, 7, dtype=torch.bfloat16), "nested": {"step": torch.tensor(0)}}
+    reader = target.reader()
+    dcp.load(dest, storage_reader=reader)
+    assert torch.equal(dest["bf16"], state["bf16"])
+    assert dest["nested"]["step"].item() == 7
+    assert reader.last_load_stats.items == 2
+
+
+def test_save_overwrites_an_earlier_checkpoint(target: Target) -> None:
+    dcp.save(mixed_state(), storage_writer=target.writer())
+    newer = mixed_state()
+    newer["fp32"] += 1
+    dcp.save(newer, storage_writer=target.writer())
+    dest = blank_like(newer)
+    dcp.load(dest, storage_reader=target.reader())
+    assert_same(newer, dest)
+
+
+def test_save_stats(target: Target) -> None:
+    writer = target.writer()
+    dcp.save(mixed_state(), storage_writer=writer)
+    stats = writer.last_save_stats
+    assert stats is not None
+    assert stats.items > 10 and stats.files == 1
+    assert stats.bytes_written > 0 and stats.put_objects == 2  # data object + metadata
+    assert stats.seconds > 0
+
+
+def test_endpoint_from_client_config_and_env_credentials(target: Target) -> None:
+    """Credentials come from the environment (conftest), the endpoint from the argument."""
+    assert os.environ["AWS_ACCESS_KEY_ID"]
+    reader = target.reader()
+    assert reader.fs.client.endpoint == target.server.endpoint
+
+
+@pytest.mark.parametrize(
+    ("strategy", "expected_key"),
+    [
+        (DefaultPrefixStrategy(), "__0_0.distcp"),
+        (BinaryPrefixStrategy(min_prefix_length=4), "0000/__0_0.distcp"),
+        (HexPrefixStrategy(epoch_num=3, min_prefix_length=2), "00/epoch_3/__0_0.distcp"),
+        (RoundRobinPrefixStrategy(["hot", "cold"]), "hot/__0_0.distcp"),
+    ],
+    ids=["default", "binary", "hex", "round_robin"],
+)
+def test_prefix_strategies(moto_target: Target, strategy: Any, expected_key: str) -> None:
+    state = mixed_state()
+    dcp.save(state, storage_writer=moto_target.writer(prefix_strategy=strategy))
+    assert f"{moto_target.prefix}/{expected_key}" in moto_target.keys()
+    dest = blank_like(state)
+    dcp.load(dest, storage_reader=moto_target.reader())
+    assert_same(state, dest)
+
+
+def test_rank_local_metadata_without_collectives(moto_target: Target) -> None:
+    """use_collectives=False: each rank names its own objects and writes __{rank}.metadata."""
+    writer = moto_target.writer(prefix_strategy=HexPrefixStrategy(min_prefix_length=1))
+    dcp.save(mixed_state(), storage_writer=writer, use_collectives=False)
+    keys = moto_target.keys()
+    assert f"{moto_target.prefix}/0/__0_0.distcp" in keys
+    assert f"{moto_target.prefix}/__0.metadata" in keys
+    assert f"{moto_target.prefix}/.metadata" not in keys
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(("limit_mib", "requested"), [(24, 8), (48, 8), (96, None)])
+def test_load_within_a_small_memory_limit(
+    seaweed_target: Target, limit_mib: int, requested: int | None
+) -> None:
+    """Concurrent loads stay inside the client's part-buffer pool (and never stall on it), even
+    when more streams are asked for than the pool can feed."""
+    state = mixed_state(big=5 * MiB)
+    state["big2"] = torch.randn(3 * MiB)
+    dcp.save(state, storage_writer=seaweed_target.writer())
+    config = seaweed_target.config(memory_limit_bytes=limit_mib * MiB)
+    reader = seaweed_target.reader(config=config, max_streams=requested)
+    reader.split_bytes = 4 * MiB
+    dest = blank_like(state)
+    dcp.load(dest, storage_reader=reader)
+    assert_same(state, dest)
+    pool = reader.fs.client.stats()
+    assert pool["peak_bytes"] <= limit_mib * MiB
+    assert reader.last_load_stats.max_streams <= max(1, limit_mib // 24)
+
+
+DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int8,
+    torch.uint8,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.complex64,
+]
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_state_dicts_and_subsets(seaweed_target: Target, data: st.DataObject) -> None:
+    """Random tensors (dtypes, shapes incl. 0-dim and empty), random key subsets, gap sizes,
+    GET split sizes and stream counts: the concurrent load equals the saved values."""
+    n = data.draw(st.integers(1, 12), label="tensors")
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31), label="seed"))
+    state = {}
+    for i in range(n):
+        dtype = data.draw(st.sampled_from(DTYPES), label=f"dtype{i}")
+        shape = tuple(data.draw(st.lists(st.integers(0, 300), max_size=3), label=f"shape{i}"))
+        t = torch.randint(0, 100, shape, generator=gen).to(dtype)
+        if dtype.is_floating_point or dtype.is_complex:
+            t = torch.randn(shape, generator=gen).to(dtype)
+        state[f"t{i}"] = t
+    prefix = f"hyp/{os.urandom(6).hex()}"
+    target = Target(seaweed_target.server, seaweed_target.bucket, prefix)
+    dcp.save(state, storage_writer=target.writer())
+
+    keys = data.draw(st.lists(st.sampled_from(sorted(state)), min_size=1, unique=True), label="keys")
+    gap = data.draw(st.sampled_from([0, 100, 4096, 1 << 20, float("inf")]), label="gap")
+    reader = target.reader(
+        S3ReaderConstructor.dcp_optimized(gap),
+        max_streams=data.draw(st.integers(1, 4), label="streams"),
+    )
+    reader.split_bytes = data.draw(st.sampled_from([1, 1000, 64 * 1024, 64 * MiB]), label="split")
+    dest = {k: torch.zeros_like(state[k]) for k in keys}
+    dcp.load(dest, storage_reader=reader)
+    for k in keys:
+        assert torch.equal(dest[k], state[k]), k
+    assert reader.last_load_stats.fallback_items == 0
+
+
+def test_load_without_a_destination_state_dict(moto_target: Target) -> None:
+    """torch's _EmptyStateDictLoadPlanner (as in dcp_to_torch_save) builds the state from metadata."""
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    state = mixed_state()
+    dcp.save(state, storage_writer=moto_target.writer())
+    loaded: dict = {}
+    reader = moto_target.reader()
+    _load_state_dict(loaded, storage_reader=reader, planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    assert_same(state, loaded)
+    assert reader.last_load_stats.fallback_items == 0
+
+
+def test_async_save(moto_target: Target) -> None:
+    state = mixed_state()
+    writer = moto_target.writer()
+    dcp.async_save(state, storage_writer=writer).result()
+    assert moto_target.has_metadata()
+    dest = blank_like(state)
+    dcp.load(dest, storage_reader=moto_target.reader())
+    assert_same(state, dest)
+    assert writer.last_save_stats is not None and writer.last_save_stats.put_objects == 2
