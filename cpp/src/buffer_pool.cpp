@@ -255,11 +255,14 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
 
   Slab *new_slab_locked() {
+    // Never map more part buffers than the limit can ever use at once.
+    size_t room = stats_.mapped_bytes < limit_ ? (limit_ - stats_.mapped_bytes) / part_bytes_ : 0;
+    size_t count = std::max<size_t>(1, std::min(slab_buffers_, room));
     auto slab = std::make_unique<Slab>();
-    slab->map = map_bytes(slab_buffers_ * part_bytes_);
+    slab->map = map_bytes(count * part_bytes_);
     if (!slab->map.base) return nullptr;
-    slab->buffers = slab_buffers_;
-    for (size_t i = slab_buffers_; i-- > 0;) slab->free.push_back(slab->map.base + i * part_bytes_);
+    slab->buffers = count;
+    for (size_t i = count; i-- > 0;) slab->free.push_back(slab->map.base + i * part_bytes_);
     note_mapped_locked(slab->map, true);
     slabs_.push_back(std::move(slab));
     return slabs_.back().get();

@@ -48,6 +48,12 @@ std::string encode_param(const std::string &s) {
   return out;
 }
 
+bool env_has_static_credentials() {
+  const char *id = std::getenv("AWS_ACCESS_KEY_ID");
+  const char *secret = std::getenv("AWS_SECRET_ACCESS_KEY");
+  return id && *id && secret && *secret;
+}
+
 bool is_ip_or_localhost(const std::string &host) {
   unsigned char addr[16];
   if (host == "localhost") return true;
@@ -244,6 +250,11 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
   if (config.unsigned_requests) {
     aws_credentials_provider_shutdown_options so{};
     credentials = aws_credentials_provider_new_anonymous(alloc, &so);
+  } else if (env_has_static_credentials()) {
+    // The default chain would pick the environment first anyway; building it costs a TLS context
+    // (tens of milliseconds) that an environment-configured client never uses.
+    aws_credentials_provider_environment_options o{};
+    credentials = aws_credentials_provider_new_environment(alloc, &o);
   } else {
     aws_credentials_provider_chain_default_options o{};
     o.bootstrap = runtime->bootstrap();
@@ -257,14 +268,15 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
   PoolFactoryContext pool_ctx;
   pool_ctx.memory_limit = config.memory_limit_bytes;
 
-  aws_tls_connection_options tls_options;
-  aws_tls_connection_options_init_from_ctx(&tls_options, runtime->tls_ctx());
+  bool tls = scheme == "https";
+  aws_tls_connection_options tls_options{};
+  if (tls) aws_tls_connection_options_init_from_ctx(&tls_options, runtime->tls_ctx());
 
   aws_s3_client_config cc{};
   cc.region = cur(config.region);
   cc.client_bootstrap = runtime->bootstrap();
-  cc.tls_mode = scheme == "https" ? AWS_MR_TLS_ENABLED : AWS_MR_TLS_DISABLED;
-  cc.tls_connection_options = scheme == "https" ? &tls_options : nullptr;
+  cc.tls_mode = tls ? AWS_MR_TLS_ENABLED : AWS_MR_TLS_DISABLED;
+  cc.tls_connection_options = tls ? &tls_options : nullptr;
   cc.signing_config = &signing;
   cc.part_size = config.part_size;
   cc.throughput_target_gbps = config.throughput_target_gbps;
@@ -281,7 +293,7 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
   }
   client = aws_s3_client_new(alloc, &cc);
   int err = client ? 0 : aws_last_error();
-  aws_tls_connection_options_clean_up(&tls_options);
+  if (tls) aws_tls_connection_options_clean_up(&tls_options);
   aws_retry_strategy_release(retry);
   if (!client) {
     aws_credentials_provider_release(credentials);

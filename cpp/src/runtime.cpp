@@ -55,19 +55,28 @@ Runtime::Runtime() : pid_(getpid()) {
   bootstrap_ = aws_client_bootstrap_new(allocator_, &bootstrap_options);
   if (!bootstrap_) throw std::runtime_error("s3torch: cannot create the CRT client bootstrap");
 
-  aws_tls_ctx_options tls_options;
-  aws_tls_ctx_options_init_default_client(&tls_options, allocator_);
-  tls_ctx_ = aws_tls_client_ctx_new(allocator_, &tls_options);
-  aws_tls_ctx_options_clean_up(&tls_options);
+}
+
+aws_tls_ctx *Runtime::tls_ctx() {
+  // Created on first use: loading the CA store costs tens of milliseconds, and plain-HTTP endpoints
+  // (local servers, proxies) never need it.
+  std::lock_guard<std::mutex> lock(tls_mutex_);
   if (!tls_ctx_) {
-    throw std::runtime_error(std::string("s3torch: cannot create the TLS context: ") +
-                             aws_error_debug_str(aws_last_error()));
+    aws_tls_ctx_options tls_options;
+    aws_tls_ctx_options_init_default_client(&tls_options, allocator_);
+    tls_ctx_ = aws_tls_client_ctx_new(allocator_, &tls_options);
+    aws_tls_ctx_options_clean_up(&tls_options);
+    if (!tls_ctx_) {
+      throw std::runtime_error(std::string("s3torch: cannot create the TLS context: ") +
+                               aws_error_debug_str(aws_last_error()));
+    }
   }
+  return tls_ctx_;
 }
 
 Runtime::~Runtime() {
   if (forked_since(pid_)) return;
-  aws_tls_ctx_release(tls_ctx_);
+  if (tls_ctx_) aws_tls_ctx_release(tls_ctx_);
   aws_client_bootstrap_release(bootstrap_);
   aws_host_resolver_release(resolver_);
   aws_event_loop_group_release(elg_);

@@ -2,6 +2,7 @@
 // Process-wide CRT state: allocator, event loop group, resolver, bootstrap, TLS context.
 // Created lazily; a forked child gets a fresh one (the parent's threads do not exist there).
 #include <memory>
+#include <mutex>
 #include <sys/types.h>
 
 struct aws_allocator;
@@ -19,7 +20,7 @@ class Runtime {
 
   aws_allocator *allocator() const { return allocator_; }
   aws_client_bootstrap *bootstrap() const { return bootstrap_; }
-  aws_tls_ctx *tls_ctx() const { return tls_ctx_; }
+  aws_tls_ctx *tls_ctx();  // created on first use
   pid_t pid() const { return pid_; }
 
   Runtime(const Runtime &) = delete;
@@ -32,6 +33,7 @@ class Runtime {
   aws_event_loop_group *elg_ = nullptr;
   aws_host_resolver *resolver_ = nullptr;
   aws_client_bootstrap *bootstrap_ = nullptr;
+  std::mutex tls_mutex_;
   aws_tls_ctx *tls_ctx_ = nullptr;
   pid_t pid_;
 };

@@ -39,10 +39,8 @@ _FIRST_PEEK = 2048
 # Coalesced groups longer than this are split at item boundaries so that K streams share the work.
 DEFAULT_SPLIT_BYTES = 64 * MiB
 DEFAULT_MAX_STREAMS = 8
-# Pool budget per consuming stream by default (parts in flight plus the ones being read), and the
-# least we allow when the caller asks for more streams (see default_max_streams).
-_PARTS_PER_STREAM = 8
-_MIN_PARTS_PER_STREAM = 3
+# Pool budget per consuming stream (parts in flight plus the ones being read): see default_max_streams.
+_PARTS_PER_STREAM = 3
 
 
 class _StreamEnded(Exception):
@@ -461,10 +459,10 @@ def _pool_limit(client: Any) -> Tuple[int, int]:
 def default_max_streams(client: Any, requested: Optional[int] = None) -> int:
     """K: how many streams the part-buffer pool can feed.
 
-    By default at most DEFAULT_MAX_STREAMS, with a budget of _PARTS_PER_STREAM parts each. A
-    requested K is honoured up to _MIN_PARTS_PER_STREAM parts each: every consumer may hold a
-    part or two (a chunk it is reading, one it peeked at) while its stream needs another to make
-    progress, so more streams than that could exhaust the pool with nobody able to finish.
+    By default at most DEFAULT_MAX_STREAMS; a requested K is honoured up to _PARTS_PER_STREAM parts
+    of the pool each: every consumer may hold a part or two (a chunk it is reading, one it peeked
+    at) while its stream needs another to make progress, so more streams than that could exhaust the
+    pool with nobody able to finish.
     """
     limit, part_size = _pool_limit(client)
     if requested is None:
@@ -473,7 +471,7 @@ def default_max_streams(client: Any, requested: Optional[int] = None) -> int:
         return max(1, min(DEFAULT_MAX_STREAMS, limit // (_PARTS_PER_STREAM * part_size)))
     if not limit:
         return max(1, requested)
-    cap = max(1, limit // (_MIN_PARTS_PER_STREAM * part_size))
+    cap = max(1, limit // (_PARTS_PER_STREAM * part_size))
     if requested > cap:
         log.warning(
             "max_streams=%d lowered to %d: the client's memory limit (%d bytes) feeds at most "
