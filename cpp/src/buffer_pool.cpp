@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
@@ -143,30 +144,47 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
 
   uint8_t *claim(Ticket *t) {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     if (t->data) return t->data;
     if (t->size <= part_bytes_ && t->size > part_bytes_ / 2) {
-      Slab *slab = nullptr;
-      for (auto &s : slabs_) {
-        if (!s->free.empty()) {
-          slab = s.get();
+      while (!t->data) {
+        if (Slab *slab = slab_with_free_locked()) {
+          t->data = slab->free.back();
+          slab->free.pop_back();
+          t->slab = slab;
           break;
         }
-      }
-      if (!slab) slab = new_slab_locked();
-      if (slab) {
-        t->data = slab->free.back();
-        slab->free.pop_back();
-        t->slab = slab;
+        size_t coming = stats_.mapped_bytes + mapping_bytes_;
+        size_t room = coming < limit_ ? (limit_ - coming) / part_bytes_ : 0;
+        if (room == 0 && mapping_bytes_ > 0) {
+          slab_cv_.wait(lock);  // another thread is mapping the buffers this claim will get
+          continue;
+        }
+        // Slabs grow geometrically (2, 2, 4, 8 ... buffers) so the first parts need not wait for a
+        // large slab to be faulted in, and are mapped with the lock released: locking tens of MiB
+        // takes milliseconds in which other threads must still be able to return and take buffers.
+        size_t count = std::max<size_t>(1, std::min({slab_buffers_, std::max<size_t>(2, slab_buffer_total_), room}));
+        mapping_bytes_ += count * part_bytes_;
+        lock.unlock();
+        Mapping m = map_bytes(count * part_bytes_);
+        lock.lock();
+        mapping_bytes_ -= count * part_bytes_;
+        slab_cv_.notify_all();
+        if (!m.base) break;  // try an own mapping below
+        add_slab_locked(m, count);
       }
     }
     if (!t->data) {
-      t->own = map_bytes(round_up(t->size, page_size()));
-      if (!t->own.base) {
+      size_t bytes = round_up(t->size, page_size());
+      lock.unlock();
+      Mapping own = map_bytes(bytes);
+      lock.lock();
+      if (!own.base) {
         // Called from a CRT callback: no exception may cross it, and the CRT cannot take a null buffer.
         std::fprintf(stderr, "s3torch: out of memory mapping a %zu-byte part buffer\n", t->size);
         std::abort();
       }
+      t->own = own;
       note_mapped_locked(t->own, true);
       t->data = t->own.base;
     }
@@ -211,6 +229,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = slabs_.begin(); it != slabs_.end();) {
       if ((*it)->free.size() == (*it)->buffers) {
+        slab_buffer_total_ -= (*it)->buffers;
         note_mapped_locked((*it)->map, false);
         unmap((*it)->map);
         it = slabs_.erase(it);
@@ -254,18 +273,21 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return &t->base;
   }
 
-  Slab *new_slab_locked() {
-    // Never map more part buffers than the limit can ever use at once.
-    size_t room = stats_.mapped_bytes < limit_ ? (limit_ - stats_.mapped_bytes) / part_bytes_ : 0;
-    size_t count = std::max<size_t>(1, std::min(slab_buffers_, room));
+  Slab *slab_with_free_locked() {
+    for (auto &slab : slabs_) {
+      if (!slab->free.empty()) return slab.get();
+    }
+    return nullptr;
+  }
+
+  void add_slab_locked(const Mapping &m, size_t count) {
     auto slab = std::make_unique<Slab>();
-    slab->map = map_bytes(count * part_bytes_);
-    if (!slab->map.base) return nullptr;
+    slab->map = m;
     slab->buffers = count;
-    for (size_t i = count; i-- > 0;) slab->free.push_back(slab->map.base + i * part_bytes_);
-    note_mapped_locked(slab->map, true);
+    for (size_t i = count; i-- > 0;) slab->free.push_back(m.base + i * part_bytes_);
+    note_mapped_locked(m, true);
+    slab_buffer_total_ += count;
     slabs_.push_back(std::move(slab));
-    return slabs_.back().get();
   }
 
   void note_mapped_locked(const Mapping &m, bool added) {
@@ -284,6 +306,9 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   const size_t limit_;
   size_t slab_buffers_ = 1;
   mutable std::mutex mu_;
+  std::condition_variable slab_cv_;
+  size_t mapping_bytes_ = 0;      // being mapped right now, outside the lock
+  size_t slab_buffer_total_ = 0;  // part buffers in all slabs
   PoolStats stats_;
   std::deque<Pending> pending_;
   std::vector<std::unique_ptr<Slab>> slabs_;
