@@ -44,6 +44,7 @@ def main() -> None:
 
     try:
         import s3torchconnector
+        from s3torchconnector._s3client import S3Client as RefS3Client
     except ImportError:
         s3torchconnector = None
 
@@ -68,7 +69,7 @@ def main() -> None:
         libs: Dict[str, Any] = {}
         libs["s3torch"] = (s3torch, mk)
         if s3torchconnector is not None:
-            ref = s3torchconnector.S3Client(
+            ref = RefS3Client(
                 server.region,
                 endpoint=server.endpoint,
                 s3client_config=s3torchconnector.S3ClientConfig(force_path_style=True),
