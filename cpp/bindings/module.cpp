@@ -98,6 +98,28 @@ NB_MODULE(_core, m) {
             return s.read_into(b.data(), b.size());
           },
           nb::arg("buffer"))
+      .def(
+          "read",
+          [](GetStream &s, int64_t n) {
+            // Fills a new bytes object in place (one copy, GIL released) instead of building it from
+            // a temporary buffer.
+            if (n < 0) {
+              nb::gil_scoped_release release;
+              n = static_cast<int64_t>(s.remaining());
+            }
+            PyObject *out = PyBytes_FromStringAndSize(nullptr, n);
+            if (!out) throw nb::python_error();
+            nb::object owner = nb::steal(out);
+            size_t got;
+            {
+              nb::gil_scoped_release release;
+              got = s.read_into(reinterpret_cast<uint8_t *>(PyBytes_AS_STRING(out)), static_cast<size_t>(n));
+            }
+            if (got < static_cast<size_t>(n)) return nb::bytes(PyBytes_AS_STRING(out), got);
+            return nb::borrow<nb::bytes>(owner);
+          },
+          nb::arg("size") = -1, "Next `size` bytes (all that remain if negative) as one bytes object")
+      .def("remaining", &GetStream::remaining, nb::call_guard<nb::gil_scoped_release>())
       .def("close", &GetStream::close, nb::call_guard<nb::gil_scoped_release>())
       .def("tell", &GetStream::tell)
       .def_prop_ro("bucket", &GetStream::bucket)

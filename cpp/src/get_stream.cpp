@@ -162,6 +162,23 @@ size_t GetStream::read_into(uint8_t *dst, size_t n) {
   return done;
 }
 
+uint64_t GetStream::remaining() {
+  std::unique_lock<std::mutex> lock(st_->mu);
+  st_->cv.wait(lock, [&] { return st_->object_size || st_->finished || st_->closed; });
+  if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");
+  if (!st_->object_size) {
+    st_->settle_error(lock);
+    if (st_->crt_error != 0) throw st_->error();
+  }
+  uint64_t stop = st_->object_size.value_or(st_->position);
+  if (st_->end && *st_->end < stop) stop = *st_->end;
+  if (!st_->object_size) {  // finished without headers (empty range): what is queued is all there is
+    stop = st_->position;
+    for (const Chunk &c : st_->queue) stop += c.size;
+  }
+  return stop > st_->position ? stop - st_->position : 0;
+}
+
 uint64_t GetStream::tell() const {
   std::lock_guard<std::mutex> lock(st_->mu);
   return st_->position;

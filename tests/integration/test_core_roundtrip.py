@@ -164,3 +164,33 @@ def test_special_characters_in_keys(server, bucket, make_client):
         _put(client, bucket, key, key.encode() * 3)
         assert _get(client, bucket, key) == key.encode() * 3
         assert client.head_object(bucket, key).size == len(key.encode()) * 3
+
+
+def test_stream_read_fills_bytes(seaweed_server, seaweed_bucket, make_client):
+    client = make_client(seaweed_server)
+    data = os.urandom(2 * PART + 11)
+    _put(client, seaweed_bucket, "rb", data)
+    stream = client.get_object_stream(seaweed_bucket, "rb")
+    head = stream.read(1000)
+    assert head == data[:1000]
+    assert stream.remaining() == len(data) - 1000
+    rest = stream.read()
+    assert isinstance(rest, bytes) and rest == data[1000:]
+    assert stream.read() == b"" and stream.read(5) == b""
+    ranged = client.get_object_stream(seaweed_bucket, "rb", PART - 3, PART + 4)
+    assert ranged.remaining() == 7
+    assert ranged.read(100) == data[PART - 3 : PART + 4]
+
+
+def test_sequential_large_read_holds_no_part_buffers(seaweed_server, seaweed_bucket, make_client):
+    client = make_client(seaweed_server)
+    data = os.urandom(3 * PART + 5)
+    _put(client, seaweed_bucket, "seq", data)
+    reader = client.get_object(seaweed_bucket, "seq")
+    assert reader.read() == data
+    assert client.stats()["reserved_bytes"] == 0  # kept as one bytes object, not as pinned parts
+    reader.seek(PART - 1)
+    assert reader.read(10) == data[PART - 1 : PART + 9]
+    reader.seek(0)
+    assert reader.read(2 * PART) == data[: 2 * PART]
+    assert reader.stats.get_requests == 1

@@ -24,6 +24,9 @@ class GetStream {
   // Copies the next bytes of the stream into dst (across chunks); returns how many were written,
   // fewer than n only at the end of the stream. Blocks. Throws S3Error.
   size_t read_into(uint8_t *dst, size_t n);
+  // Bytes left between the consumer's position and the end of the range (or object). Blocks until
+  // the response headers arrived. Throws S3Error if the request failed before that.
+  uint64_t remaining();
   // Cancels the request and drops queued chunks. Idempotent.
   void close();
 

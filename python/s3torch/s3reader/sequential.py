@@ -17,6 +17,10 @@ from .s3reader import (
 )
 
 
+# Reads at least this large, at the download frontier, are filled straight from the stream.
+_DIRECT_READ_BYTES = 1024 * 1024
+
+
 class SequentialS3Reader(S3Reader):
     """Generic reader: streams the object once and serves any access pattern from what it received.
 
@@ -135,6 +139,10 @@ class SequentialS3Reader(S3Reader):
         if n == 0:
             return b""
         pos = self._position
+        if n is None or n >= _DIRECT_READ_BYTES:
+            direct = self._read_direct(pos, n)
+            if direct is not None:
+                return direct
         if n is None:
             self._fill_to(1 << 63)
             stop = self._spans.end
@@ -146,6 +154,26 @@ class SequentialS3Reader(S3Reader):
         data = self._spans.to_bytes(pos, stop)
         self._position = stop
         self.stats.bytes_returned += stop - pos
+        return data
+
+    def _read_direct(self, pos: int, n: Optional[int]) -> Optional[bytes]:
+        """A large read at the download frontier: the stream fills a new bytes object in place (one
+        copy, no part buffers held) and the reader keeps a view of it for later seeks. None when the
+        stream cannot do that (or the bytes at ``pos`` are already buffered)."""
+        if self._eof or pos != self._spans.end:
+            return None
+        self.prefetch()
+        read = getattr(self._stream, "read", None)
+        if read is None:
+            return None
+        data = read(-1 if n is None else n)
+        if data:
+            self._spans.append(memoryview(data))
+            self.stats.bytes_fetched += len(data)
+        if n is None or len(data) < n:
+            self._finish()
+        self._position = pos + len(data)
+        self.stats.bytes_returned += len(data)
         return data
 
     def readinto(self, buf: Any) -> int:
