@@ -16,7 +16,6 @@ from .s3reader import (
     writable_view,
 )
 
-
 # Reads at least this large, at the download frontier, are filled straight from the stream.
 _DIRECT_READ_BYTES = 1024 * 1024
 
