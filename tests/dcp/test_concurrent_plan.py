@@ -197,8 +197,11 @@ def test_default_max_streams_follows_memory_limit() -> None:
     class Client:
         s3client_config = Cfg()
 
-    assert default_max_streams(Client()) == 2  # 8 parts per stream by default
+    assert default_max_streams(Client()) == 5  # 3 parts of the pool per stream
     assert default_max_streams(Client(), requested=3) == 3
+    Cfg.memory_limit_bytes = 96 * MiB  # S3StorageReader's default for concurrent loads
+    assert default_max_streams(Client()) == 4
+    Cfg.memory_limit_bytes = 128 * MiB
     assert default_max_streams(Client(), requested=16) == 5  # at least 3 parts per stream
     Cfg.memory_limit_bytes = 8 * MiB
     assert default_max_streams(Client()) == 1
@@ -206,3 +209,19 @@ def test_default_max_streams_follows_memory_limit() -> None:
     Cfg.memory_limit_bytes = 100 * 1024 * MiB
     assert default_max_streams(Client()) == 8
     assert default_max_streams(Client(), requested=32) == 32
+
+
+def test_concurrent_reader_defaults_to_a_small_pool() -> None:
+    from s3torch import S3ClientConfig, S3ReaderConstructor
+    from s3torch.dcp import S3StorageReader
+
+    reader = S3StorageReader("us-east-1", "s3://b/p", endpoint="http://127.0.0.1:9")
+    assert reader.fs.client.s3client_config.memory_limit_bytes == 12 * 8 * MiB
+    fast = S3StorageReader(
+        "us-east-1", "s3://b/p", S3ClientConfig(throughput_target_gbps=40.0), endpoint="http://127.0.0.1:9"
+    )
+    assert fast.fs.client.s3client_config.memory_limit_bytes == 4 * 12 * 8 * MiB
+    mine = S3StorageReader("us-east-1", "s3://b/p", S3ClientConfig(memory_limit_bytes=1 << 30))
+    assert mine.fs.client.s3client_config.memory_limit_bytes == 1 << 30
+    seq = S3StorageReader("us-east-1", "s3://b/p", reader_constructor=S3ReaderConstructor.sequential())
+    assert seq.fs.client.s3client_config.memory_limit_bytes is None
