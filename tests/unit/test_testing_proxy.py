@@ -13,15 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import pytest
-
-from s3torch.testing import Fault, S3Proxy, S3Server, delay, parse_range, reset, respond
-
-botocore = pytest.importorskip("botocore")
 from botocore.exceptions import (  # noqa: E402
     ClientError,
     ConnectionClosedError,
     ResponseStreamingError,
 )
+
+from s3torch.testing import Fault, S3Proxy, S3Server, delay, parse_range, reset, respond
 
 MiB = 1 << 20
 ProxyFactory = Callable[[S3Server], S3Proxy]

@@ -9,13 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import botocore  # noqa: E402
 import pytest
+from botocore.exceptions import ClientError  # noqa: E402
 
 import s3torch.testing
 from s3torch.testing import S3Server, parse_range, start_moto, unique_bucket_name
-
-botocore = pytest.importorskip("botocore")
-from botocore.exceptions import ClientError  # noqa: E402
 
 MiB = 1 << 20
 
