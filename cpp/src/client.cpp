@@ -48,6 +48,11 @@ std::string encode_param(const std::string &s) {
   return out;
 }
 
+void add_header(aws_http_message *m, const std::string &name, const std::string &value) {
+  aws_http_header h = {cur(name), cur(value), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
+  aws_http_message_add_header(m, h);
+}
+
 bool env_has_static_credentials() {
   const char *id = std::getenv("AWS_ACCESS_KEY_ID");
   const char *secret = std::getenv("AWS_SECRET_ACCESS_KEY");
@@ -154,6 +159,8 @@ RequestBase::~RequestBase() {
 
 void RequestBase::launch(aws_s3_meta_request_options &options, aws_http_message *message,
                         std::shared_ptr<RequestBase> keep) {
+  // The meta request takes its own reference to the message; ours goes on every path out of here.
+  std::unique_ptr<aws_http_message, decltype(&aws_http_message_release)> owned(message, aws_http_message_release);
   Target t = owner->target(bucket, key);
   aws_byte_cursor uri_cur = cur(t.endpoint_uri);
   if (aws_uri_init_parse(&endpoint, owner->runtime->allocator(), &uri_cur) != AWS_OP_SUCCESS) {
@@ -331,11 +338,8 @@ aws_http_message *Client::Impl::new_message(const char *method, const Target &t)
   aws_http_message *m = aws_http_message_new_request(runtime->allocator());
   aws_http_message_set_request_method(m, aws_byte_cursor_from_c_str(method));
   aws_http_message_set_request_path(m, cur(t.path));
-  aws_http_header h_host = {aws_byte_cursor_from_c_str("Host"), cur(t.host), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
-  aws_http_message_add_header(m, h_host);
-  aws_http_header h_ua = {aws_byte_cursor_from_c_str("User-Agent"), cur(user_agent),
-                          AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
-  aws_http_message_add_header(m, h_ua);
+  add_header(m, "Host", t.host);
+  add_header(m, "User-Agent", user_agent);
   return m;
 }
 
@@ -368,21 +372,12 @@ std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &i
   Target t = impl->target(bucket, key);
   if (!query.empty()) t.path += "?" + query;
   aws_http_message *m = impl->new_message(method, t);
-  for (auto &h : headers) {
-    aws_http_header hh = {cur(h.first), cur(h.second), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
-    aws_http_message_add_header(m, hh);
-  }
+  for (auto &h : headers) add_header(m, h.first, h.second);
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_DEFAULT;
   o.operation_name = aws_byte_cursor_from_c_str(operation);
   o.body_callback_ex = s_on_body_ex;
-  try {
-    req->launch(o, m, req);
-  } catch (...) {
-    aws_http_message_release(m);
-    throw;
-  }
-  aws_http_message_release(m);
+  req->launch(o, m, req);
   req->wait_finished();
   aws_s3_meta_request_release(req->meta);
   if (req->crt_error != AWS_ERROR_SUCCESS) throw req->error();
@@ -464,19 +459,12 @@ std::unique_ptr<GetStream> Client::get(const std::string &bucket, const std::str
   if (start || end) {
     std::string range = "bytes=" + std::to_string(start.value_or(0)) + "-";
     if (end) range += std::to_string(*end - 1);  // HTTP ranges are inclusive
-    aws_http_header h = {aws_byte_cursor_from_c_str("Range"), cur(range), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
-    aws_http_message_add_header(m, h);
+    add_header(m, "Range", range);
   }
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;
-  try {
-    st->launch(o, m, st);
-  } catch (...) {
-    aws_http_message_release(m);
-    throw;
-  }
-  aws_http_message_release(m);
+  st->launch(o, m, st);
   return std::make_unique<GetStream>(st);
 }
 
@@ -491,20 +479,12 @@ std::unique_ptr<PutStream> Client::put(const std::string &bucket, const std::str
   Target t = impl_->target(bucket, key);
   aws_http_message *m = impl_->new_message("PUT", t);
   if (!storage_class.empty()) {
-    aws_http_header h = {aws_byte_cursor_from_c_str("x-amz-storage-class"), cur(storage_class),
-                         AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
-    aws_http_message_add_header(m, h);
+    add_header(m, "x-amz-storage-class", storage_class);
   }
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_PUT_OBJECT;
   o.send_using_async_writes = true;
-  try {
-    st->launch(o, m, st);
-  } catch (...) {
-    aws_http_message_release(m);
-    throw;
-  }
-  aws_http_message_release(m);
+  st->launch(o, m, st);
   return std::make_unique<PutStream>(st);
 }
 
