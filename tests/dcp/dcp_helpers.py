@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict
 
 import torch
+
+from s3torch.demo import leaves
 
 MiB = 1024 * 1024
 
@@ -95,14 +97,6 @@ def blank_like(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return torch.zeros_like(obj)
     return None
-
-
-def leaves(obj: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from leaves(v, f"{prefix}{k}.")
-    else:
-        yield prefix[:-1], obj
 
 
 def assert_same(expected: Any, got: Any) -> None:

@@ -205,7 +205,21 @@ class StorageMetadata:
     prefix: str
 
 
-class S3StorageWriter(FileSystemWriter):
+class _OnS3FileSystem:
+    """What the storage writer and reader share: their ``fs`` is an S3FileSystem."""
+
+    fs: Any
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: PathLike) -> bool:
+        return S3FileSystem.validate_checkpoint_id(checkpoint_id)
+
+    @property
+    def _s3fs(self) -> S3FileSystem:
+        return self.fs  # type: ignore[no-any-return]
+
+
+class S3StorageWriter(_OnS3FileSystem, FileSystemWriter):
     """Saves DCP checkpoints to ``s3://bucket/prefix``.
 
     Args:
@@ -238,14 +252,6 @@ class S3StorageWriter(FileSystemWriter):
         self.path = self.fs.init_path(path)
         self.prefix_strategy = prefix_strategy or DefaultPrefixStrategy()
         self.last_save_stats: Optional[SaveStats] = None
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: PathLike) -> bool:
-        return S3FileSystem.validate_checkpoint_id(checkpoint_id)
-
-    @property
-    def _s3fs(self) -> S3FileSystem:
-        return self.fs  # type: ignore[return-value]
 
     def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
         plan = super().prepare_local_plan(plan)
@@ -335,7 +341,7 @@ def _with_load_memory_limit(config: S3ClientConfig) -> S3ClientConfig:
     return dataclasses.replace(config, memory_limit_bytes=limit)
 
 
-class S3StorageReader(FileSystemReader):
+class S3StorageReader(_OnS3FileSystem, FileSystemReader):
     """Loads DCP checkpoints from ``s3://bucket/prefix``.
 
     Args:
@@ -387,14 +393,6 @@ class S3StorageReader(FileSystemReader):
         self.split_bytes = DEFAULT_SPLIT_BYTES
         self.last_load_stats: Optional[LoadStats] = None
         self.progress_callback: Optional[Callable[[int], None]] = None
-
-    @classmethod
-    def validate_checkpoint_id(cls, checkpoint_id: PathLike) -> bool:
-        return S3FileSystem.validate_checkpoint_id(checkpoint_id)
-
-    @property
-    def _s3fs(self) -> S3FileSystem:
-        return self.fs  # type: ignore[return-value]
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
         """Sorts the plan by storage offset; hands its byte ranges to a DCP reader constructor."""
