@@ -119,6 +119,20 @@ NB_MODULE(_core, m) {
             return nb::borrow<nb::bytes>(owner);
           },
           nb::arg("size") = -1, "Next `size` bytes (all that remain if negative) as one bytes object")
+      .def(
+          "peek",
+          [](GetStream &s, size_t n) {
+            std::string out(n, '\0');
+            size_t got;
+            {
+              nb::gil_scoped_release release;
+              got = s.peek(reinterpret_cast<uint8_t *>(out.data()), n);
+            }
+            return nb::bytes(out.data(), got);
+          },
+          nb::arg("size"), "The next `size` bytes without consuming them (fewer only at the end)")
+      .def("skip", &GetStream::skip, nb::arg("size"), nb::call_guard<nb::gil_scoped_release>(),
+           "Discards the next `size` bytes; returns how many (fewer only at the end)")
       .def("remaining", &GetStream::remaining, nb::call_guard<nb::gil_scoped_release>())
       .def("close", &GetStream::close, nb::call_guard<nb::gil_scoped_release>())
       .def("tell", &GetStream::tell)

@@ -136,7 +136,11 @@ std::optional<Chunk> GetStream::next() {
   return std::nullopt;
 }
 
-size_t GetStream::read_into(uint8_t *dst, size_t n) {
+size_t GetStream::read_into(uint8_t *dst, size_t n) { return consume(dst, n); }
+
+size_t GetStream::skip(size_t n) { return consume(nullptr, n); }
+
+size_t GetStream::consume(uint8_t *dst, size_t n) {
   size_t done = 0;
   while (done < n) {
     Chunk c;
@@ -153,11 +157,34 @@ size_t GetStream::read_into(uint8_t *dst, size_t n) {
       st_->queue.pop_front();
     }
     size_t k = c.size < n - done ? c.size : n - done;
-    std::memcpy(dst + done, c.data, k);  // the one copy: part buffer -> caller's buffer
+    if (dst) std::memcpy(dst + done, c.data, k);  // the one copy: part buffer -> caller's buffer
     done += k;
     std::lock_guard<std::mutex> lock(st_->mu);
     st_->position = c.offset + k;
     if (k < c.size) st_->queue.push_front(c.tail(k));
+  }
+  return done;
+}
+
+size_t GetStream::peek(uint8_t *dst, size_t n) {
+  std::unique_lock<std::mutex> lock(st_->mu);
+  auto queued = [&] {
+    size_t q = 0;
+    for (const Chunk &c : st_->queue) q += c.size;
+    return q;
+  };
+  st_->cv.wait(lock, [&] { return st_->finished || st_->closed || queued() >= n; });
+  if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");
+  size_t done = 0;
+  for (const Chunk &c : st_->queue) {
+    if (done == n) break;
+    size_t k = c.size < n - done ? c.size : n - done;
+    std::memcpy(dst + done, c.data, k);  // a few KiB of headers, not the hot path
+    done += k;
+  }
+  if (done < n) {  // finished early: by error, or the stream really ends here
+    st_->settle_error(lock);
+    if (st_->crt_error != 0) throw st_->error();
   }
   return done;
 }

@@ -114,6 +114,26 @@ def test_read_into_partial_chunks_and_tell(moto_server, moto_bucket, make_client
     assert bytes(out) == data
 
 
+def test_peek_and_skip_consume_nothing_or_exactly_n(seaweed_server, seaweed_bucket, make_client):
+    client = make_client(seaweed_server, part_size=5 * MiB)
+    data = os.urandom(11 * MiB + 3)
+    _put(client, seaweed_bucket, "pk", data)
+    stream = client.get_object_stream(seaweed_bucket, "pk", 100, len(data))
+    assert stream.peek(10) == data[100:110]
+    assert stream.peek(10) == data[100:110] and stream.tell() == 100  # a peek consumes nothing
+    # A peek across the first part's end (5 MiB into the range) waits for the next part.
+    assert stream.peek(5 * MiB + 50) == data[100 : 100 + 5 * MiB + 50]
+    assert stream.skip(5 * MiB) == 5 * MiB and stream.tell() == 100 + 5 * MiB
+    assert stream.read(4) == data[100 + 5 * MiB : 104 + 5 * MiB]
+    left = len(data) - 104 - 5 * MiB
+    assert stream.skip(left - 3) == left - 3
+    assert stream.peek(10) == data[-3:]  # short only at the end of the stream
+    assert stream.skip(10) == 3 and stream.peek(1) == b""
+    stream.close()
+    with pytest.raises(ValueError):
+        stream.peek(1)
+
+
 def test_read_into_rejects_read_only_buffers(moto_server, moto_bucket, make_client):
     client = make_client(moto_server)
     _put(client, moto_bucket, "ro", b"abc")

@@ -24,6 +24,11 @@ class GetStream {
   // Copies the next bytes of the stream into dst (across chunks); returns how many were written,
   // fewer than n only at the end of the stream. Blocks. Throws S3Error.
   size_t read_into(uint8_t *dst, size_t n);
+  // Discards the next n bytes (fewer only at the end of the stream); returns how many. Blocks.
+  size_t skip(size_t n);
+  // Copies up to n of the next bytes into dst without consuming them; fewer only at the end of
+  // the stream. Blocks until that many are queued. Throws S3Error if the request failed first.
+  size_t peek(uint8_t *dst, size_t n);
   // Bytes left between the consumer's position and the end of the range (or object). Blocks until
   // the response headers arrived. Throws S3Error if the request failed before that.
   uint64_t remaining();
@@ -40,6 +45,7 @@ class GetStream {
   bool closed() const;
 
  private:
+  size_t consume(uint8_t *dst, size_t n);  // read_into, or skip when dst is null
   std::shared_ptr<State> st_;
 };
 
