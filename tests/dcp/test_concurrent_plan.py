@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
 import torch
@@ -10,51 +10,73 @@ from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
-from s3torch.dcp._concurrent import ConcurrentPlanLoader, _Cursor, _StreamEnded, default_max_streams
+from s3torch.dcp._concurrent import (
+    ConcurrentPlanLoader,
+    _Cursor,
+    _segments,
+    _StreamEnded,
+    default_max_streams,
+)
 from s3torch.s3reader import ItemRange, coalesce_ranges
 
 MiB = 1024 * 1024
 
 
 class ChunkStream:
-    """Stand-in for GetObjectStream's consumer interface over in-memory chunks (cursor tests only;
-    the loader itself is exercised against real servers in test_dcp_roundtrip)."""
+    """Stand-in for GetObjectStream's consumer interface (peek, skip, read_into) over in-memory
+    chunks, for the cursor's pure logic; the loader itself and the native stream run against real
+    servers in test_dcp_roundtrip and tests/integration."""
 
     def __init__(self, chunks: List[bytes]) -> None:
         self._chunks = [memoryview(c) for c in chunks if c]
 
-    def __iter__(self) -> Iterator[memoryview]:
-        return self
+    def _take(self, n: int, dest: Any = None) -> int:
+        done = 0
+        while done < n and self._chunks:
+            head = self._chunks[0]
+            k = min(len(head), n - done)
+            if dest is not None:
+                dest[done : done + k] = head[:k]
+            done += k
+            if k == len(head):
+                self._chunks.pop(0)
+            else:
+                self._chunks[0] = head[k:]
+        return done
 
-    def __next__(self) -> memoryview:
-        if not self._chunks:
-            raise StopIteration
-        return self._chunks.pop(0)
+    def peek(self, n: int) -> bytes:
+        return b"".join(bytes(c) for c in self._chunks)[:n]
+
+    def skip(self, n: int) -> int:
+        return self._take(n)
 
     def read_into(self, buf: Any) -> int:
         dest = memoryview(buf).cast("B")
-        done = 0
-        while done < len(dest) and self._chunks:
-            head = self._chunks[0]
-            n = min(len(head), len(dest) - done)
-            dest[done : done + n] = head[:n]
-            done += n
-            if n == len(head):
-                self._chunks.pop(0)
-            else:
-                self._chunks[0] = head[n:]
-        return done
+        return self._take(len(dest), dest)
 
 
 DATA = bytes(range(256)) * 40
 
 
-def _cursor(sizes: List[int], start: int = 1000) -> _Cursor:
-    chunks, pos = [], 0
+def _stream(sizes: List[int], first: int = 0) -> ChunkStream:
+    chunks, pos = [], first
     for s in sizes:
         chunks.append(DATA[pos : pos + s])
         pos += s
-    return _Cursor(ChunkStream(chunks), start, "test")
+    return ChunkStream(chunks)
+
+
+def _cursor(sizes: List[int], start: int = 1000) -> _Cursor:
+    return _Cursor([(_stream(sizes), start + sum(sizes))], start, "test")
+
+
+def _split_cursor(cut: int, total: int, start: int = 1000) -> _Cursor:
+    """DATA[:total] served by two streams, the second from offset ``cut`` on (as _segments splits)."""
+    return _Cursor(
+        [(_stream([3, cut - 3]), start + cut), (_stream([7, total - cut - 7], cut), start + total)],
+        start,
+        "test",
+    )
 
 
 def test_peek_does_not_consume_and_spans_chunks() -> None:
@@ -67,15 +89,37 @@ def test_peek_does_not_consume_and_spans_chunks() -> None:
     assert bytes(cur.peek(10)) == DATA[4:14]
 
 
-def test_skip_and_read_into_mix_queued_and_native_reads() -> None:
+def test_skip_and_read_into() -> None:
     cur = _cursor([10, 10, 10, 10, 10])
-    cur.peek(15)  # queues two chunks
+    cur.peek(15)
     cur.skip_to(1003)
     out = bytearray(30)
     cur.read_into(memoryview(out))
     assert bytes(out) == DATA[3:33]
     cur.skip_to(1045)
     assert bytes(cur.read_bytes(5)) == DATA[45:50]
+
+
+def test_cursor_moves_across_segments() -> None:
+    cur = _split_cursor(20, 60)
+    assert cur.peek(30) == DATA[:30]  # a peek across the boundary joins both streams
+    assert bytes(cur.read_bytes(15)) == DATA[:15]
+    out = bytearray(10)
+    cur.read_into(memoryview(out))  # 5 bytes from each stream
+    assert bytes(out) == DATA[15:25] and cur.pos == 1025
+    cur = _split_cursor(20, 60)
+    cur.skip_to(1030)  # a skip across the boundary
+    assert bytes(cur.read_bytes(30)) == DATA[30:60]
+    with pytest.raises(_StreamEnded):
+        cur.read_bytes(1)
+
+
+def test_a_short_first_segment_is_an_error_not_a_shift() -> None:
+    # The first stream ends 5 bytes early: the cursor must not read the second stream's bytes as if
+    # they were the missing ones.
+    cur = _Cursor([(_stream([15]), 1020), (_stream([40], 20), 1060)], 1000, "test")
+    with pytest.raises(_StreamEnded):
+        cur.read_bytes(30)
 
 
 def test_end_of_stream_is_an_error() -> None:
@@ -93,6 +137,20 @@ def test_cannot_seek_backwards() -> None:
     cur.skip_to(1005)
     with pytest.raises(AssertionError):
         cur.skip_to(1004)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "align", "expected"),
+    [
+        (32, 100, 16, [(32, 100)]),  # aligned start
+        (10, 40, 16, [(10, 16), (16, 40)]),  # off a boundary and longer than a part
+        (5, 22, 16, [(5, 16), (16, 22)]),
+        (5, 21, 16, [(5, 21)]),  # one part or less: one request anyway
+        (5, 100, 0, [(5, 100)]),  # no alignment known
+    ],
+)
+def test_segments_align_part_requests(start: int, end: int, align: int, expected: list) -> None:
+    assert _segments(start, end, align) == expected
 
 
 def _item(fqn: str, kind: LoadItemType = LoadItemType.TENSOR) -> ReadItem:

@@ -18,10 +18,9 @@ import io
 import logging
 import threading
 import time
-from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 from torch.distributed._shard._utils import narrow_tensor_by_index
@@ -48,97 +47,91 @@ class _StreamEnded(Exception):
 
 
 class _Cursor:
-    """Forward-only reader over one GetObjectStream that can peek without consuming.
+    """Forward-only reader over consecutive GetObjectStreams, with peeks that consume nothing.
 
-    Peeked chunks stay queued as memoryviews of the part buffers; ``read_into`` drains them and then
-    lets the native ``read_into`` copy the rest (one memcpy, GIL released).
+    ``segments`` are (stream, end offset) in object order, each stream starting where the previous
+    one ends. Everything runs in the native streams with the GIL released: ``peek`` copies a few
+    header bytes, ``skip_to`` drops bytes, ``read_into`` is the one copy from the part buffers into
+    the caller's memory.
     """
 
-    __slots__ = ("_stream", "pos", "_pending", "_pending_len", "_what")
+    __slots__ = ("_segments", "_index", "pos", "_what")
 
-    def __init__(self, stream: Any, start: int, what: str) -> None:
-        self._stream = stream
+    def __init__(self, segments: Sequence[Tuple[Any, int]], start: int, what: str) -> None:
+        self._segments = list(segments)
+        self._index = 0
         self.pos = start  # object offset of the next byte we hand out
-        self._pending: Deque[memoryview] = deque()
-        self._pending_len = 0
         self._what = what
-
-    def _pull(self) -> bool:
-        while True:
-            try:
-                chunk = next(self._stream)
-            except StopIteration:
-                return False
-            view = memoryview(chunk)
-            if len(view):
-                if view.format != "B" or view.ndim != 1:
-                    view = view.cast("B")
-                self._pending.append(view)
-                self._pending_len += len(view)
-                return True
 
     def _ended(self, need: int) -> _StreamEnded:
         return _StreamEnded(f"{self._what}: stream ended at offset {self.pos} ({need} more bytes needed)")
 
-    def peek(self, n: int) -> memoryview:
+    def _stream(self) -> Tuple[Any, int]:
+        """The stream holding ``pos`` and how many of its bytes are left (0: no stream left)."""
+        while self._index < len(self._segments) - 1 and self.pos >= self._segments[self._index][1]:
+            self._index += 1
+        stream, end = self._segments[self._index]
+        return stream, end - self.pos
+
+    def peek(self, n: int) -> bytes:
         """The next ``n`` bytes without consuming them (fewer only at the end of the stream)."""
-        while self._pending_len < n and self._pull():
-            pass
-        if self._pending and len(self._pending[0]) >= n:
-            return self._pending[0][:n]
-        out = bytearray()
-        for view in self._pending:
-            out += view[: n - len(out)]
+        stream, left = self._stream()
+        if n <= left or self._index == len(self._segments) - 1:
+            return cast(bytes, stream.peek(n))
+        out = bytearray(stream.peek(left))  # a header across a segment boundary: rare, small
+        for nxt, _ in self._segments[self._index + 1 :]:
             if len(out) >= n:
                 break
-        return memoryview(out)
+            out += nxt.peek(n - len(out))
+        return bytes(out)
 
     def skip_to(self, offset: int) -> None:
         n = offset - self.pos
         if n < 0:
             raise AssertionError(f"{self._what}: cannot seek back from {self.pos} to {offset}")
-        while n > 0:
-            if not self._pending and not self._pull():
+        while n:
+            stream, left = self._stream()
+            want = min(n, left) if left > 0 else n
+            got = stream.skip(want)
+            self.pos += got
+            n -= got
+            if got < want:
                 raise self._ended(n)
-            head = self._pending[0]
-            if len(head) <= n:
-                self._pending.popleft()
-                self._pending_len -= len(head)
-                n -= len(head)
-                self.pos += len(head)
-            else:
-                self._pending[0] = head[n:]
-                self._pending_len -= n
-                self.pos += n
-                n = 0
 
     def read_into(self, dest: memoryview) -> None:
         """Fills ``dest`` completely with the next bytes."""
         total = len(dest)
         done = 0
-        while done < total and self._pending:
-            head = self._pending[0]
-            n = min(len(head), total - done)
-            dest[done : done + n] = head[:n]
-            done += n
-            if n == len(head):
-                self._pending.popleft()
-            else:
-                self._pending[0] = head[n:]
-            self._pending_len -= n
         while done < total:
-            got = self._stream.read_into(dest[done:])
-            if got <= 0:
-                self.pos += done
-                raise self._ended(total - done)
+            stream, left = self._stream()
+            want = min(total - done, left) if left > 0 else total - done
+            got = stream.read_into(dest[done : done + want])
+            self.pos += got
             done += got
-        self.pos += total
+            if got < want:
+                raise self._ended(total - done)
 
     def read_bytes(self, n: int) -> bytearray:
         out = bytearray(n)
         if n:
             self.read_into(memoryview(out))
         return out
+
+
+def _segments(start: int, end: int, align: int) -> List[Tuple[int, int]]:
+    """[start, end) as GETs whose part requests line up with ``align``-byte object offsets.
+
+    The client splits a GET into part-sized requests counted from its start, so a long GET from an
+    unaligned offset makes every one of them straddle two parts of the stored object. S3's guidance
+    is to align ranged GETs with the upload's parts; SeaweedFS spends about a quarter more CPU per
+    byte on straddling reads. A range longer than one part that starts off a boundary therefore
+    becomes a short GET up to the next boundary and an aligned one for the rest (at most one more
+    HTTP request); a range of one part or less stays one request.
+    """
+    if align <= 0 or start % align == 0 or end - start <= align:
+        return [(start, end)]
+    boundary = start + align - start % align
+    return [(start, boundary), (boundary, end)]
 
 
 @dataclass
@@ -195,6 +188,7 @@ class ConcurrentPlanLoader:
         max_gap_size: Any,
         max_streams: int,
         split_bytes: int = DEFAULT_SPLIT_BYTES,
+        align_bytes: int = 0,
         progress: Optional[Callable[[int], None]] = None,
     ) -> None:
         self._client = client
@@ -207,6 +201,7 @@ class ConcurrentPlanLoader:
         self._max_gap_size = max_gap_size
         self._max_streams = max(1, max_streams)
         self._split_bytes = max(1, split_bytes)
+        self._align_bytes = align_bytes
         self._progress = progress
         # torch's planners are not thread-safe: every planner call goes through this lock.
         self._planner_lock = threading.Lock()
@@ -302,23 +297,29 @@ class ConcurrentPlanLoader:
         if self._cancel.is_set():
             return
         what = f"s3://{task.bucket}/{task.key}[{task.start}:{task.end}]"
-        stream = self._client.get_object_stream(task.bucket, task.key, task.start, task.end)
-        with self._stats_lock:
-            self._open_streams += 1
-            self.stats.max_streams = max(self.stats.max_streams, self._open_streams)
+        # Every segment's GET starts now, so the aligned bulk downloads while the head is consumed.
+        streams = []
         try:
-            cursor = _Cursor(stream, task.start, what)
-            for rng in task.ranges:
-                if self._cancel.is_set():
-                    return
-                cursor.skip_to(rng.start)
-                self._load_range(task, cursor, rng)
-                if self._progress is not None:
-                    self._progress(rng.end - rng.start)
-        finally:
-            stream.close()
+            for a, b in _segments(task.start, task.end, self._align_bytes):
+                streams.append((self._client.get_object_stream(task.bucket, task.key, a, b), b))
             with self._stats_lock:
-                self._open_streams -= 1
+                self._open_streams += 1
+                self.stats.max_streams = max(self.stats.max_streams, self._open_streams)
+            try:
+                cursor = _Cursor(streams, task.start, what)
+                for rng in task.ranges:
+                    if self._cancel.is_set():
+                        return
+                    cursor.skip_to(rng.start)
+                    self._load_range(task, cursor, rng)
+                    if self._progress is not None:
+                        self._progress(rng.end - rng.start)
+            finally:
+                with self._stats_lock:
+                    self._open_streams -= 1
+        finally:
+            for stream, _ in streams:
+                stream.close()
 
     def _load_range(self, task: _Task, cursor: _Cursor, rng: _Range) -> None:
         reqs = rng.reqs
@@ -342,7 +343,7 @@ class ConcurrentPlanLoader:
             if len(view) < n:
                 raise _StreamEnded(f"s3://{task.bucket}/{task.key}: stream ended inside item at {rng.start}")
             try:
-                head = parse_head(view, length)
+                head = parse_head(memoryview(view), length)
                 break
             except NeedMoreBytes as e:
                 if e.n > _MAX_HEAD:
@@ -402,7 +403,7 @@ class ConcurrentPlanLoader:
     def _refetch_generic(self, task: _Task, rng: _Range, target: torch.Tensor) -> None:
         stream = self._client.get_object_stream(task.bucket, task.key, rng.start, rng.end)
         try:
-            data = _Cursor(stream, rng.start, task.key).read_bytes(rng.end - rng.start)
+            data = _Cursor([(stream, rng.end)], rng.start, task.key).read_bytes(rng.end - rng.start)
         finally:
             stream.close()
         with self._stats_lock:
@@ -454,6 +455,11 @@ def _pool_limit(client: Any) -> Tuple[int, int]:
         except Exception:  # stats are optional
             limit = 0
     return int(limit or 0), int(part_size)
+
+
+def part_size_of(client: Any) -> int:
+    """The client's part size: how it splits GETs, and the upload part size it writes with."""
+    return _pool_limit(client)[1]
 
 
 def default_max_streams(client: Any, requested: Optional[int] = None) -> int:

@@ -47,7 +47,7 @@ from ..s3reader import (
     coalesce_ranges,
 )
 from . import _stats
-from ._concurrent import DEFAULT_SPLIT_BYTES, ConcurrentPlanLoader, default_max_streams
+from ._concurrent import DEFAULT_SPLIT_BYTES, ConcurrentPlanLoader, default_max_streams, part_size_of
 from ._stats import LoadStats, SaveStats
 from .s3_prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
 
@@ -417,6 +417,7 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
                 max_gap_size=self._reader_constructor.max_gap_size,
                 max_streams=default_max_streams(client, self.max_streams),
                 split_bytes=self.split_bytes,
+                align_bytes=part_size_of(client),
                 progress=self.progress_callback,
             )
             stats = loader.run(plan)
