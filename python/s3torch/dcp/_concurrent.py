@@ -4,12 +4,15 @@ torch's FileSystemReader (and s3torchconnector's S3StorageReader) walk files and
 another, so a load runs at the speed of one stream. Here the plan's item ranges are coalesced per
 object (``coalesce_ranges``), long groups are split at item boundaries, and a pool of K workers each
 opens ONE ranged GET and consumes it to its end before taking the next (an opened stream without an
-active consumer would hold part buffers of the shared pool and could stall the others).
+active consumer would hold part buffers of the shared pool and could stall the others). A GET that
+starts off a part boundary is opened as two, so that its part requests line up with the stored
+object's parts (``_segments``).
 
 Tensor items are copied once: the position of the raw storage bytes inside each item's torch.save
-archive is parsed from its first bytes (``_archive``) and ``GetObjectStream.read_into`` copies them
-from the part buffers straight into the destination tensor. Anything unusual takes torch's own path
-(``torch.load`` of the item bytes), so results are bit-identical to FileSystemReader's.
+archive is parsed from its first bytes (``GetObjectStream.peek``, ``_archive``), and
+``GetObjectStream.read_into`` copies them from the part buffers straight into the destination
+tensor. Anything unusual takes torch's own path (``torch.load`` of the item bytes), so results are
+bit-identical to FileSystemReader's.
 """
 
 from __future__ import annotations
