@@ -34,6 +34,7 @@ from .protocol import GetStreamCallable, ObjectInfoLike
 from .s3reader import (
     ReaderStats,
     S3Reader,
+    _ObjectReader,
     byte_view,
     read_size,
     seek_target,
@@ -123,7 +124,7 @@ def coalesce_ranges(ranges: Sequence[ItemRange], max_gap_size: Union[int, float]
     return groups
 
 
-class DCPOptimizedS3Reader(S3Reader):
+class DCPOptimizedS3Reader(_ObjectReader):
     """Reader for DCP loads: fetches only the plan's item ranges, coalesced per ``max_gap_size``.
 
     Access must follow the plan: any read lies inside the item being read or the next one (random
@@ -176,14 +177,6 @@ class DCPOptimizedS3Reader(S3Reader):
         self._pinned_budget = _chunks.pinned_budget(get_stream)
         self._error: Optional[BaseException] = None  # a failed load leaves the stream unusable
         self.stats = ReaderStats()
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    @property
-    def key(self) -> str:
-        return self._key
 
     @property
     def item_ranges(self) -> List[ItemRange]:
@@ -368,11 +361,6 @@ class DCPOptimizedS3Reader(S3Reader):
             target = min(target, self._size)
         self._position = target
         return target
-
-    def tell(self) -> int:
-        """Current position in the object."""
-        self._check_open()
-        return self._position
 
     def _close_stream(self) -> None:
         stream, self._stream, self._chunks = self._stream, None, None

@@ -8,7 +8,7 @@ from . import _chunks
 from .protocol import GetStreamCallable, ObjectInfoLike
 from .s3reader import (
     ReaderStats,
-    S3Reader,
+    _ObjectReader,
     byte_view,
     read_size,
     seek_target,
@@ -29,7 +29,7 @@ def validate_buffer_size(buffer_size: Optional[int]) -> int:
     return buffer_size
 
 
-class RangedS3Reader(S3Reader):
+class RangedS3Reader(_ObjectReader):
     """Reads only the byte ranges asked for: suited to sparse reads of large objects.
 
     * reads smaller than ``buffer_size`` fetch ``buffer_size`` bytes from the position into an
@@ -67,14 +67,6 @@ class RangedS3Reader(S3Reader):
         self._buffer_end = 0  # buffered bytes are [_buffer_start, _buffer_end)
         self._pinned_budget = _chunks.pinned_budget(get_stream)
         self.stats = ReaderStats()
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    @property
-    def key(self) -> str:
-        return self._key
 
     @property
     def buffer_size(self) -> int:
@@ -239,11 +231,6 @@ class RangedS3Reader(S3Reader):
             target = min(target, self._get_size())
         self._position = target
         return target
-
-    def tell(self) -> int:
-        """Current position in the object."""
-        self._check_open()
-        return self._position
 
     def close(self) -> None:
         """Drop the internal buffer."""

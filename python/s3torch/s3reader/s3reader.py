@@ -99,6 +99,30 @@ class S3Reader(ABC, io.BufferedIOBase):
             raise ValueError(CLOSED_FILE_MESSAGE)
 
 
+class _ObjectReader(S3Reader):
+    """What every concrete reader shares: it reads one object, from a position it tracks.
+
+    Subclasses set ``_bucket``, ``_key`` and ``_position`` in ``__init__``.
+    """
+
+    _bucket: str
+    _key: str
+    _position: int
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    def tell(self) -> int:
+        """Current position in the object."""
+        self._check_open()
+        return self._position
+
+
 # --- helpers shared by the concrete readers ------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ from ._chunks import ChunkSpans
 from .protocol import GetStreamCallable, ObjectInfoLike
 from .s3reader import (
     ReaderStats,
-    S3Reader,
+    _ObjectReader,
     byte_view,
     read_size,
     seek_target,
@@ -20,7 +20,7 @@ from .s3reader import (
 _DIRECT_READ_BYTES = 1024 * 1024
 
 
-class SequentialS3Reader(S3Reader):
+class SequentialS3Reader(_ObjectReader):
     """Generic reader: streams the object once and serves any access pattern from what it received.
 
     The GET starts on the first read (or on a seek past the bytes received so far) and is consumed
@@ -52,14 +52,6 @@ class SequentialS3Reader(S3Reader):
         self._pinned_budget = _chunks.pinned_budget(get_stream)
         self._spilled = 0  # views before this index are heap copies
         self.stats = ReaderStats()
-
-    @property
-    def bucket(self) -> str:
-        return self._bucket
-
-    @property
-    def key(self) -> str:
-        return self._key
 
     def prefetch(self) -> None:
         """Start the GET now instead of at the first read.
@@ -221,11 +213,6 @@ class SequentialS3Reader(S3Reader):
             target = min(target, size)
         self._position = target
         return target
-
-    def tell(self) -> int:
-        """Current position in the object."""
-        self._check_open()
-        return self._position
 
     def close(self) -> None:
         """Cancel the GET if still running and drop the buffered chunks."""
