@@ -43,6 +43,22 @@ struct Buffer {
   size_t size() const { return static_cast<size_t>(view.len); }
 };
 
+// A new bytes object of up to n bytes that `fill(dst)` writes in place with the GIL released (one
+// copy, no temporary buffer); `fill` returns how many it wrote.
+template <typename Fill>
+nb::bytes filled_bytes(size_t n, Fill fill) {
+  PyObject *out = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n));
+  if (!out) throw nb::python_error();
+  nb::object owner = nb::steal(out);
+  size_t got;
+  {
+    nb::gil_scoped_release release;
+    got = fill(reinterpret_cast<uint8_t *>(PyBytes_AS_STRING(out)));
+  }
+  if (got < n) return nb::bytes(PyBytes_AS_STRING(out), got);
+  return nb::borrow<nb::bytes>(owner);
+}
+
 nb::object info_tuple(const ObjectInfo &o) {
   return nb::make_tuple(o.key, o.etag, o.size, o.last_modified, o.storage_class, o.restore);
 }
@@ -101,34 +117,19 @@ NB_MODULE(_core, m) {
       .def(
           "read",
           [](GetStream &s, int64_t n) {
-            // Fills a new bytes object in place (one copy, GIL released) instead of building it from
-            // a temporary buffer.
             if (n < 0) {
               nb::gil_scoped_release release;
               n = static_cast<int64_t>(s.remaining());
             }
-            PyObject *out = PyBytes_FromStringAndSize(nullptr, n);
-            if (!out) throw nb::python_error();
-            nb::object owner = nb::steal(out);
-            size_t got;
-            {
-              nb::gil_scoped_release release;
-              got = s.read_into(reinterpret_cast<uint8_t *>(PyBytes_AS_STRING(out)), static_cast<size_t>(n));
-            }
-            if (got < static_cast<size_t>(n)) return nb::bytes(PyBytes_AS_STRING(out), got);
-            return nb::borrow<nb::bytes>(owner);
+            return filled_bytes(static_cast<size_t>(n), [&](uint8_t *dst) {
+              return s.read_into(dst, static_cast<size_t>(n));
+            });
           },
           nb::arg("size") = -1, "Next `size` bytes (all that remain if negative) as one bytes object")
       .def(
           "peek",
           [](GetStream &s, size_t n) {
-            std::string out(n, '\0');
-            size_t got;
-            {
-              nb::gil_scoped_release release;
-              got = s.peek(reinterpret_cast<uint8_t *>(out.data()), n);
-            }
-            return nb::bytes(out.data(), got);
+            return filled_bytes(n, [&](uint8_t *dst) { return s.peek(dst, n); });
           },
           nb::arg("size"), "The next `size` bytes without consuming them (fewer only at the end)")
       .def("skip", &GetStream::skip, nb::arg("size"), nb::call_guard<nb::gil_scoped_release>(),
