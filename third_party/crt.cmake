@@ -4,19 +4,11 @@
 #    CMAKE_PREFIX_PATH / aws-c-s3_DIR. Set S3TORCH_USE_SYSTEM_CRT=OFF to skip this.
 # 2. Otherwise the crt/ bundle of the pinned `awscrt` source distribution from PyPI is built as static,
 #    position-independent libraries against the system libcrypto (USE_OPENSSL=ON) and installed into a
-#    cache directory keyed by version and compiler, so that later builds (and fresh build dirs) reuse it.
-#    No third-party source is committed.
+#    cache directory keyed by version, compiler and our edits to the sources (one, in s2n, see below),
+#    so that later builds (and fresh build dirs) reuse it. No third-party source is committed.
 
 option(S3TORCH_USE_SYSTEM_CRT "Use an installed AWS CRT when find_package finds one" ON)
 set(S3TORCH_CRT_VERSION "0.38.0" CACHE STRING "awscrt source distribution version to build")
-
-if(S3TORCH_USE_SYSTEM_CRT)
-  find_package(aws-c-s3 CONFIG QUIET)
-  if(aws-c-s3_FOUND)
-    message(STATUS "s3torch: using installed AWS CRT from ${aws-c-s3_DIR}")
-    return()
-  endif()
-endif()
 
 if(DEFINED ENV{S3TORCH_CRT_CACHE})
   set(_crt_cache_root "$ENV{S3TORCH_CRT_CACHE}")
@@ -25,9 +17,32 @@ elseif(DEFINED ENV{XDG_CACHE_HOME})
 else()
   set(_crt_cache_root "$ENV{HOME}/.cache/s3torch")
 endif()
-string(MD5 _crt_key "${S3TORCH_CRT_VERSION};${CMAKE_C_COMPILER_ID};${CMAKE_C_COMPILER_VERSION};${CMAKE_SYSTEM_PROCESSOR}")
+# Bump when the edits applied to the bundled sources below change: it is part of the cache key.
+set(_crt_edits "s2n-default-trust-1")
+string(MD5 _crt_key "${S3TORCH_CRT_VERSION};${_crt_edits};${CMAKE_C_COMPILER_ID};${CMAKE_C_COMPILER_VERSION};${CMAKE_SYSTEM_PROCESSOR}")
 string(SUBSTRING "${_crt_key}" 0 10 _crt_key)
 set(_crt_prefix "${_crt_cache_root}/crt-${S3TORCH_CRT_VERSION}-${_crt_key}")
+
+# A build dir configured earlier may have cached the package dirs of an older bundled build (another
+# version or set of edits): forget those, or find_package below would keep using it.
+get_cmake_property(_cache_vars CACHE_VARIABLES)
+foreach(_var IN LISTS _cache_vars)
+  if(_var MATCHES "_DIR$")
+    string(FIND "${${_var}}" "${_crt_cache_root}/crt-" _in_cache)
+    string(FIND "${${_var}}" "${_crt_prefix}/" _in_current)
+    if(_in_cache EQUAL 0 AND NOT _in_current EQUAL 0)
+      unset(${_var} CACHE)
+    endif()
+  endif()
+endforeach()
+
+if(S3TORCH_USE_SYSTEM_CRT)
+  find_package(aws-c-s3 CONFIG QUIET)
+  if(aws-c-s3_FOUND)
+    message(STATUS "s3torch: using installed AWS CRT from ${aws-c-s3_DIR}")
+    return()
+  endif()
+endif()
 
 if(NOT EXISTS "${_crt_prefix}/.complete")
   set(_work "${_crt_cache_root}/work-${S3TORCH_CRT_VERSION}-${_crt_key}")
@@ -63,6 +78,20 @@ if(NOT EXISTS "${_crt_prefix}/.complete")
   message(STATUS "s3torch: building the AWS CRT (about a minute, once) into ${_crt_prefix}")
   file(ARCHIVE_EXTRACT INPUT "${_sdist}" DESTINATION "${_work}/src")
   file(GLOB _crt_src "${_work}/src/awscrt-*/crt")
+  # s2n_init() parses the whole system CA bundle into s2n's process-wide default config: about 12 ms
+  # of the first client's creation, in every process, plain-HTTP endpoints included. aws-c-io never
+  # uses that config (each TLS context builds its own and loads the trust store there), and a
+  # connection left on it would fail verification rather than trust anything. Skip that one load.
+  set(_s2n_config "${_crt_src}/s2n/tls/s2n_config.c")
+  set(_s2n_load "POSIX_GUARD(s2n_config_load_system_certs(&s2n_default_config));")
+  file(READ "${_s2n_config}" _text)
+  string(FIND "${_text}" "${_s2n_load}" _at)
+  if(_at EQUAL -1)
+    message(WARNING "s3torch: s2n's default-config CA load not found; building s2n unmodified")
+  else()
+    string(REPLACE "${_s2n_load}" "/* s3torch: default config's CA load skipped */" _text "${_text}")
+    file(WRITE "${_s2n_config}" "${_text}")
+  endif()
   include(ProcessorCount)
   ProcessorCount(_ncpu)
   if(_ncpu EQUAL 0)
