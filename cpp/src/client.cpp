@@ -137,7 +137,16 @@ void s_on_shutdown(void *user_data) {
 void s_on_telemetry(aws_s3_meta_request *, aws_s3_request_metrics *metrics, void *user_data) {
   auto *r = static_cast<RequestBase *>(user_data);
   r->owner->counters->http_requests++;
-  if (aws_s3_request_metrics_get_error_code(metrics) != AWS_ERROR_SUCCESS) r->owner->counters->failed_attempts++;
+  if (aws_s3_request_metrics_get_error_code(metrics) != AWS_ERROR_SUCCESS) {
+    r->owner->counters->failed_attempts++;
+    int status = 0;
+    const aws_string *rid = nullptr;
+    bool has_status = aws_s3_request_metrics_get_response_status_code(metrics, &status) == AWS_OP_SUCCESS;
+    bool has_rid = aws_s3_request_metrics_get_request_id(metrics, &rid) == AWS_OP_SUCCESS && rid;
+    std::lock_guard<std::mutex> lock(r->mu);
+    if (has_status) r->last_failed_status = status;
+    if (has_rid) r->last_failed_request_id = aws_string_c_str(rid);
+  }
 }
 
 }  // namespace
@@ -200,6 +209,10 @@ void RequestBase::wait_finished() {
 }
 
 S3Error RequestBase::error() const {
+  if (status == 0 && last_failed_status != 0) {
+    return make_error(operation, bucket, key, crt_error, last_failed_status, error_body,
+                      request_id.empty() ? last_failed_request_id : request_id);
+  }
   return make_error(operation, bucket, key, crt_error, status, error_body, request_id);
 }
 
@@ -292,8 +305,7 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
   cc.buffer_pool_user_data = &pool_ctx;
   aws_retry_strategy *retry = nullptr;
   if (config.max_attempts <= 1) {
-    aws_no_retry_options no_retry{};
-    retry = aws_retry_strategy_new_no_retry(alloc, &no_retry);
+    retry = new_single_attempt_strategy(alloc, runtime->event_loop_group());
     cc.retry_strategy = retry;
   } else {
     cc.retry_config.max_retries = config.max_attempts - 1;

@@ -17,6 +17,11 @@ S3Error make_error(const std::string &operation, const std::string &bucket, cons
   if (code.empty() && status == 0 && crt_error != 0) code = aws_error_name(crt_error);
   if (code.empty() && status == 404) code = "NotFound";
   if (code.empty() && status == 403) code = "AccessDenied";
+  if (code.empty() && crt_error != 0 && crt_error != AWS_ERROR_S3_INVALID_RESPONSE_STATUS) {
+    // No error document (the CRT gave up on a retryable status): its own classification it is.
+    code = aws_error_name(crt_error);
+    if (message.empty()) message = aws_error_str(crt_error);
+  }
 
   std::string where = "s3://" + bucket;
   if (!key.empty()) where += "/" + key;

@@ -70,6 +70,10 @@ struct RequestBase {
   int status = 0;
   std::string error_body;
   std::string request_id;
+  // HTTP status and request id of the latest failed attempt (telemetry): the CRT's final result
+  // carries neither when it gives up on a retryable status such as 500 or 503.
+  int last_failed_status = 0;
+  std::string last_failed_request_id;
 
   // Fills the callbacks, user_data, endpoint and signing of `options`, makes the meta request.
   // `keep` (a shared_ptr to this) is held until the CRT's shutdown callback.
@@ -117,5 +121,8 @@ std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &i
                                           const std::vector<std::pair<std::string, std::string>> &headers);
 
 std::string header_value(const aws_http_headers *headers, const char *name);
+
+// A retry strategy that allows exactly one attempt per request (max_attempts=1); see retry.cpp.
+aws_retry_strategy *new_single_attempt_strategy(aws_allocator *allocator, aws_event_loop_group *elg);
 
 }  // namespace s3torch

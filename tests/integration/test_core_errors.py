@@ -146,3 +146,43 @@ def test_config_validation():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.part_size = 5  # type: ignore[misc]
+
+
+def test_single_attempt_client_works_and_fails_on_the_first_error(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    from s3torch.testing import Fault, respond
+
+    proxy = proxy_factory(seaweed_server)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, max_attempts=1)
+    data = os.urandom(3 * MiB)
+    with client.put_object(seaweed_bucket, "one-try") as writer:
+        writer.write(data)
+    assert client.get_object(seaweed_bucket, "one-try").read() == data
+    assert client.head_object(seaweed_bucket, "one-try").size == len(data)
+
+    proxy.reset()
+    proxy.add_fault(Fault(respond(500), method="GET"))
+    with pytest.raises(S3Exception) as info:
+        client.get_object(seaweed_bucket, "one-try").read()
+    assert info.value.status == 500  # the server's answer, not the retry strategy's refusal
+    assert proxy.count("GET") == 1, "max_attempts=1 must not retry"
+
+
+def test_retries_stop_at_max_attempts(seaweed_server, seaweed_bucket, make_client, proxy_factory):
+    from s3torch.testing import Fault, respond
+
+    with make_client(seaweed_server).put_object(seaweed_bucket, "few-tries") as writer:
+        writer.write(b"payload")
+    proxy = proxy_factory(seaweed_server)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, max_attempts=2)
+    proxy.add_fault(Fault(respond(500), method="GET", times=1))
+    assert client.get_object(seaweed_bucket, "few-tries").read() == b"payload"  # second attempt
+    assert proxy.count("GET") == 2
+
+    proxy.reset()
+    proxy.add_fault(Fault(respond(500), method="GET", times=None))
+    with pytest.raises(S3Exception) as info:
+        client.get_object(seaweed_bucket, "few-tries").read()
+    assert info.value.status == 500
+    assert proxy.count("GET") == 2

@@ -20,6 +20,7 @@ class Runtime {
 
   aws_allocator *allocator() const { return allocator_; }
   aws_client_bootstrap *bootstrap() const { return bootstrap_; }
+  aws_event_loop_group *event_loop_group() const { return elg_; }
   aws_tls_ctx *tls_ctx();  // created on first use
   pid_t pid() const { return pid_; }
 
