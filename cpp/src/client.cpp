@@ -53,6 +53,13 @@ void add_header(aws_http_message *m, const std::string &name, const std::string 
   aws_http_message_add_header(m, h);
 }
 
+// The PEM bundle HTTPS endpoints are verified against instead of the system store, as in the AWS
+// CLI and SDKs (S3-compatible stores behind a private CA); empty: the system store.
+std::string env_ca_bundle() {
+  const char *path = std::getenv("AWS_CA_BUNDLE");
+  return path ? std::string(path) : std::string();
+}
+
 bool env_has_static_credentials() {
   const char *id = std::getenv("AWS_ACCESS_KEY_ID");
   const char *secret = std::getenv("AWS_SECRET_ACCESS_KEY");
@@ -278,7 +285,7 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
   } else {
     aws_credentials_provider_chain_default_options o{};
     o.bootstrap = runtime->bootstrap();
-    o.tls_ctx = runtime->tls_ctx();
+    o.tls_ctx = runtime->tls_ctx(env_ca_bundle());
     if (!config.profile.empty()) o.profile_name_override = cur(config.profile);
     credentials = aws_credentials_provider_new_chain_default(alloc, &o);
   }
@@ -290,7 +297,7 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
 
   bool tls = scheme == "https";
   aws_tls_connection_options tls_options{};
-  if (tls) aws_tls_connection_options_init_from_ctx(&tls_options, runtime->tls_ctx());
+  if (tls) aws_tls_connection_options_init_from_ctx(&tls_options, runtime->tls_ctx(env_ca_bundle()));
 
   aws_s3_client_config cc{};
   cc.region = cur(config.region);

@@ -1,5 +1,7 @@
 #include "s3torch/runtime.hpp"
 
+#include "s3torch/error.hpp"
+
 #include <aws/common/common.h>
 #include <aws/io/channel.h>
 #include <aws/io/channel_bootstrap.h>
@@ -64,26 +66,34 @@ Runtime::Runtime() : pid_(getpid()) {
 
 }
 
-aws_tls_ctx *Runtime::tls_ctx() {
-  // Created on first use: loading the CA store costs tens of milliseconds, and plain-HTTP endpoints
+aws_tls_ctx *Runtime::tls_ctx(const std::string &ca_file) {
+  // Created on first use: loading a CA store costs tens of milliseconds, and plain-HTTP endpoints
   // (local servers, proxies) never need it.
   std::lock_guard<std::mutex> lock(tls_mutex_);
-  if (!tls_ctx_) {
-    aws_tls_ctx_options tls_options;
-    aws_tls_ctx_options_init_default_client(&tls_options, allocator_);
-    tls_ctx_ = aws_tls_client_ctx_new(allocator_, &tls_options);
+  auto found = tls_ctxs_.find(ca_file);
+  if (found != tls_ctxs_.end()) return found->second;
+  aws_tls_ctx_options tls_options;
+  aws_tls_ctx_options_init_default_client(&tls_options, allocator_);
+  if (!ca_file.empty() &&
+      aws_tls_ctx_options_override_default_trust_store_from_path(&tls_options, nullptr, ca_file.c_str()) !=
+          AWS_OP_SUCCESS) {
+    int err = aws_last_error();
     aws_tls_ctx_options_clean_up(&tls_options);
-    if (!tls_ctx_) {
-      throw std::runtime_error(std::string("s3torch: cannot create the TLS context: ") +
-                               aws_error_debug_str(aws_last_error()));
-    }
+    throw UsageError("cannot load the CA bundle '" + ca_file + "' (AWS_CA_BUNDLE): " + aws_error_debug_str(err));
   }
-  return tls_ctx_;
+  aws_tls_ctx *ctx = aws_tls_client_ctx_new(allocator_, &tls_options);
+  aws_tls_ctx_options_clean_up(&tls_options);
+  if (!ctx) {
+    throw std::runtime_error(std::string("s3torch: cannot create the TLS context: ") +
+                             aws_error_debug_str(aws_last_error()));
+  }
+  tls_ctxs_.emplace(ca_file, ctx);
+  return ctx;
 }
 
 Runtime::~Runtime() {
   if (forked_since(pid_)) return;
-  if (tls_ctx_) aws_tls_ctx_release(tls_ctx_);
+  for (auto &entry : tls_ctxs_) aws_tls_ctx_release(entry.second);
   aws_client_bootstrap_release(bootstrap_);
   aws_host_resolver_release(resolver_);
   aws_event_loop_group_release(elg_);

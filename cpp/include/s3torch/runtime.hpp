@@ -1,8 +1,10 @@
 #pragma once
 // Process-wide CRT state: allocator, event loop group, resolver, bootstrap, TLS context.
 // Created lazily; a forked child gets a fresh one (the parent's threads do not exist there).
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <sys/types.h>
 
 struct aws_allocator;
@@ -21,7 +23,9 @@ class Runtime {
   aws_allocator *allocator() const { return allocator_; }
   aws_client_bootstrap *bootstrap() const { return bootstrap_; }
   aws_event_loop_group *event_loop_group() const { return elg_; }
-  aws_tls_ctx *tls_ctx();  // created on first use
+  // Client TLS context trusting the system CA store, or only the PEM bundle at `ca_file` when it is
+  // not empty. Created on first use per bundle. Throws UsageError if the bundle cannot be loaded.
+  aws_tls_ctx *tls_ctx(const std::string &ca_file = std::string());
   pid_t pid() const { return pid_; }
 
   Runtime(const Runtime &) = delete;
@@ -35,7 +39,7 @@ class Runtime {
   aws_host_resolver *resolver_ = nullptr;
   aws_client_bootstrap *bootstrap_ = nullptr;
   std::mutex tls_mutex_;
-  aws_tls_ctx *tls_ctx_ = nullptr;
+  std::map<std::string, aws_tls_ctx *> tls_ctxs_;
   pid_t pid_;
 };
 

@@ -1,7 +1,8 @@
 """Test infrastructure: local S3 servers (moto, SeaweedFS) and a fault-injecting loopback proxy.
 
-Pure Python (stdlib only at import; boto3 is imported inside the functions that need it), so it
-works without the native ``s3torch._core``.
+Pure Python (stdlib only at import; boto3 and cryptography are imported inside the functions that
+need them), so it works without the native ``s3torch._core``. ``make_tls_files`` and
+``server_context`` put the proxy behind HTTPS with a throwaway CA (trust it with AWS_CA_BUNDLE).
 """
 
 from ._ports import free_port, free_ports
@@ -30,6 +31,7 @@ from .servers import (
     start_seaweedfs,
     start_server,
 )
+from .tls import TlsFiles, make_tls_files, server_context
 
 __all__ = [
     "ACCESS_KEY",
@@ -44,14 +46,17 @@ __all__ = [
     "S3Proxy",
     "S3Server",
     "ServerStartError",
+    "TlsFiles",
     "delay",
     "find_weed",
     "free_port",
     "free_ports",
     "make_client",
+    "make_tls_files",
     "parse_range",
     "reset",
     "respond",
+    "server_context",
     "start_moto",
     "start_seaweedfs",
     "start_server",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -208,6 +209,12 @@ class _Peer:
         self.buf = bytearray()
         self.closed = False
 
+    def has_buffered(self) -> bool:
+        """Bytes already received but not consumed (ours, or decrypted and held by TLS), which a
+        select() on the socket would not report."""
+        pending = getattr(self.sock, "pending", None)
+        return bool(self.buf) or (pending is not None and pending() > 0)
+
     def _fill(self) -> bool:
         data = self.sock.recv(_BLOCK)
         if not data:
@@ -356,10 +363,12 @@ class S3Proxy:
     """Loopback reverse proxy in front of ``upstream_endpoint`` (an http://127.0.0.1:PORT URL).
 
     ``endpoint`` is the proxy's own URL; point the client under test at it. Use as a context
-    manager, or call ``start()`` / ``stop()``.
+    manager, or call ``start()`` / ``stop()``. With ``tls`` (a server-side SSLContext, see
+    ``s3torch.testing.tls``) the proxy terminates TLS: ``endpoint`` is https, the upstream stays
+    plain HTTP. Failed handshakes are recorded in ``tls_failures``.
     """
 
-    def __init__(self, upstream_endpoint: str) -> None:
+    def __init__(self, upstream_endpoint: str, *, tls: Optional[ssl.SSLContext] = None) -> None:
         parts = urlsplit(upstream_endpoint)
         if (
             parts.scheme != "http"
@@ -371,6 +380,8 @@ class S3Proxy:
             )
         self.upstream_endpoint = upstream_endpoint
         self._upstream_addr = (LOOPBACK, parts.port)
+        self._tls = tls
+        self.tls_failures: list[str] = []  # TLS handshakes that failed, e.g. an untrusted certificate
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._requests: list[RecordedRequest] = []
@@ -399,7 +410,7 @@ class S3Proxy:
         listener.settimeout(0.1)
         self._listener = listener
         self.port = listener.getsockname()[1]
-        self.endpoint = f"http://{LOOPBACK}:{self.port}"
+        self.endpoint = f"{'https' if self._tls is not None else 'http'}://{LOOPBACK}:{self.port}"
         self._accept_thread = threading.Thread(
             target=self._accept_loop, name=f"s3proxy-accept-{self.port}", daemon=True
         )
@@ -510,6 +521,20 @@ class S3Proxy:
                 self._sockets.discard(sock)
 
     def _serve(self, client_sock: socket.socket) -> None:
+        if self._tls is not None:
+            self._untrack(client_sock)
+            # Wrapping takes over the descriptor; the handshake runs separately so that a failed
+            # one still closes the connection at once (the client waits for that close).
+            client_sock = self._tls.wrap_socket(client_sock, server_side=True, do_handshake_on_connect=False)
+            self._track(client_sock)
+            try:
+                client_sock.do_handshake()
+            except (OSError, ssl.SSLError) as exc:
+                with self._lock:
+                    self.tls_failures.append(f"{type(exc).__name__}: {exc}")
+                self._untrack(client_sock)
+                _drop(client_sock)
+                return
         self._track(client_sock)
         client = _Peer(client_sock)
         conn = _Connection(self, client)
@@ -553,7 +578,7 @@ class _Connection:
     def wait_for_request(self) -> bool:
         """Wait for the client's next request; False if the upstream closed the idle connection
         first (passed on to the client by closing its connection too)."""
-        if self.client.buf or self.upstream is None:
+        if self.upstream is None or self.client.has_buffered():
             return True
         readable, _, _ = select.select([self.client.sock, self.upstream.sock], [], [])
         if self.upstream.sock in readable and self.client.sock not in readable:
@@ -667,7 +692,7 @@ class _Connection:
         assert upstream is not None
         while True:
             if not upstream.buf:
-                client_sent = bool(self.client.buf)
+                client_sent = self.client.has_buffered()
                 if not client_sent:
                     readable, _, _ = select.select([upstream.sock, self.client.sock], [], [])
                     client_sent = self.client.sock in readable and upstream.sock not in readable
