@@ -216,11 +216,8 @@ void RequestBase::wait_finished() {
 }
 
 S3Error RequestBase::error() const {
-  if (status == 0 && last_failed_status != 0) {
-    return make_error(operation, bucket, key, crt_error, last_failed_status, error_body,
-                      request_id.empty() ? last_failed_request_id : request_id);
-  }
-  return make_error(operation, bucket, key, crt_error, status, error_body, request_id);
+  return make_error(operation, bucket, key, crt_error, status ? status : last_failed_status, error_body,
+                    request_id.empty() ? last_failed_request_id : request_id);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,13 +14,12 @@ S3Error make_error(const std::string &operation, const std::string &bucket, cons
   std::string message = xml::text(error_body, "Message");
   std::string request_id = xml::text(error_body, "RequestId");
   if (request_id.empty()) request_id = request_id_header;
-  if (code.empty() && status == 0 && crt_error != 0) code = aws_error_name(crt_error);
   if (code.empty() && status == 404) code = "NotFound";
   if (code.empty() && status == 403) code = "AccessDenied";
-  if (code.empty() && crt_error != 0 && crt_error != AWS_ERROR_S3_INVALID_RESPONSE_STATUS) {
-    // No error document (the CRT gave up on a retryable status): its own classification it is.
+  if (code.empty() && crt_error != 0 && (status == 0 || crt_error != AWS_ERROR_S3_INVALID_RESPONSE_STATUS)) {
+    // No error document: the CRT's own classification (with a status: it gave up on a retryable one).
     code = aws_error_name(crt_error);
-    if (message.empty()) message = aws_error_str(crt_error);
+    if (status != 0 && message.empty()) message = aws_error_str(crt_error);
   }
 
   std::string where = "s3://" + bucket;

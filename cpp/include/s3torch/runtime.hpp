@@ -1,5 +1,5 @@
 #pragma once
-// Process-wide CRT state: allocator, event loop group, resolver, bootstrap, TLS context.
+// Process-wide CRT state: allocator, event loop group, resolver, bootstrap, TLS contexts.
 // Created lazily; a forked child gets a fresh one (the parent's threads do not exist there).
 #include <map>
 #include <memory>

@@ -520,22 +520,31 @@ class S3Proxy:
             with self._lock:
                 self._sockets.discard(sock)
 
+    def _handshake(self, raw: socket.socket, tls: ssl.SSLContext) -> Optional[ssl.SSLSocket]:
+        """The TLS side of an accepted connection (tracked), or None after a failed handshake."""
+        # Wrapping takes over the descriptor; the handshake runs separately so that a failed one
+        # still closes the connection at once (the client waits for that close).
+        self._untrack(raw)
+        sock = tls.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        self._track(sock)
+        try:
+            sock.do_handshake()
+        except (OSError, ssl.SSLError) as exc:
+            with self._lock:
+                self.tls_failures.append(f"{type(exc).__name__}: {exc}")
+            self._untrack(sock)
+            _drop(sock)
+            return None
+        return sock
+
     def _serve(self, client_sock: socket.socket) -> None:
-        if self._tls is not None:
-            self._untrack(client_sock)
-            # Wrapping takes over the descriptor; the handshake runs separately so that a failed
-            # one still closes the connection at once (the client waits for that close).
-            client_sock = self._tls.wrap_socket(client_sock, server_side=True, do_handshake_on_connect=False)
+        if self._tls is None:
             self._track(client_sock)
-            try:
-                client_sock.do_handshake()
-            except (OSError, ssl.SSLError) as exc:
-                with self._lock:
-                    self.tls_failures.append(f"{type(exc).__name__}: {exc}")
-                self._untrack(client_sock)
-                _drop(client_sock)
+        else:
+            tls_sock = self._handshake(client_sock, self._tls)
+            if tls_sock is None:
                 return
-        self._track(client_sock)
+            client_sock = tls_sock
         client = _Peer(client_sock)
         conn = _Connection(self, client)
         abortive = False
