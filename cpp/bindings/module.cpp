@@ -8,7 +8,9 @@
 
 #include <aws/s3/s3.h>
 
+#include "s3torch/buffer_pool.hpp"
 #include "s3torch/client.hpp"
+#include "s3torch/direct_get.hpp"
 #include "s3torch/error.hpp"
 #include "s3torch/get_stream.hpp"
 #include "s3torch/put_stream.hpp"
@@ -58,6 +60,22 @@ nb::bytes filled_bytes(size_t n, Fill fill) {
   if (got < n) return nb::bytes(PyBytes_AS_STRING(out), got);
   return nb::borrow<nb::bytes>(owner);
 }
+
+// A GET into a Python object's memory: holds the object's buffer export, so the memory outlives the
+// GET. Destroying it cancels a running GET (waiting, GIL released, until it can no longer write).
+struct PyDirectGet {
+  std::unique_ptr<DirectGet> get;
+  std::unique_ptr<Buffer> buffer;
+  PyDirectGet(std::unique_ptr<DirectGet> g, std::unique_ptr<Buffer> b) : get(std::move(g)), buffer(std::move(b)) {}
+  PyDirectGet(PyDirectGet &&) = default;
+  ~PyDirectGet() {
+    if (get) {
+      nb::gil_scoped_release release;
+      get.reset();
+    }
+    buffer.reset();  // PyBuffer_Release needs the GIL
+  }
+};
 
 nb::object info_tuple(const ObjectInfo &o) {
   return nb::make_tuple(o.key, o.etag, o.size, o.last_modified, o.storage_class, o.restore);
@@ -144,6 +162,30 @@ NB_MODULE(_core, m) {
       .def_prop_ro("object_size", &GetStream::object_size)
       .def_prop_ro("closed", &GetStream::closed);
 
+  nb::class_<PyDirectGet>(m, "DirectGet", "A ranged GET receiving straight into a caller's buffer")
+      .def(
+          "wait",
+          [](PyDirectGet &g) {
+            nb::gil_scoped_release release;
+            g.get->wait();
+          },
+          "Blocks until every byte is in the buffer; raises S3Exception if the GET failed")
+      .def(
+          "cancel",
+          [](PyDirectGet &g) {
+            nb::gil_scoped_release release;
+            g.get->cancel();
+          },
+          "Stops the GET and waits until it can no longer write to the buffer")
+      .def_prop_ro("done", [](const PyDirectGet &g) { return g.get->done(); })
+      .def_prop_ro("bucket", [](const PyDirectGet &g) { return g.get->bucket(); })
+      .def_prop_ro("key", [](const PyDirectGet &g) { return g.get->key(); })
+      .def_prop_ro("start", [](const PyDirectGet &g) { return g.get->start(); })
+      .def_prop_ro("end", [](const PyDirectGet &g) { return g.get->end(); });
+
+  m.def("_set_direct_placement_fault", &set_direct_placement_fault, nb::arg("on"),
+        "Tests only: make direct GETs' parts land at wrong offsets (they must fall back)");
+
   nb::class_<PutStream>(m, "PutObjectStream")
       .def(
           "write",
@@ -186,6 +228,20 @@ NB_MODULE(_core, m) {
           nb::arg("memory_limit_bytes") = 0)
       .def("get", &Client::get, nb::arg("bucket"), nb::arg("key"), nb::arg("start") = nb::none(),
            nb::arg("end") = nb::none(), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "get_into",
+          [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, nb::handle buffer,
+             uint64_t part_size) {
+            auto b = std::make_unique<Buffer>(buffer, true);
+            std::unique_ptr<DirectGet> g;
+            {
+              nb::gil_scoped_release release;
+              g = c.get_into(bucket, key, start, start + b->size(), b->data(), part_size);
+            }
+            return PyDirectGet(std::move(g), std::move(b));
+          },
+          nb::arg("bucket"), nb::arg("key"), nb::arg("start"), nb::arg("buffer"), nb::arg("part_size") = 0,
+          "Starts a GET of bytes [start, start + len(buffer)) straight into the writable buffer")
       .def("put", &Client::put, nb::arg("bucket"), nb::arg("key"), nb::arg("storage_class") = "",
            nb::call_guard<nb::gil_scoped_release>())
       .def("head",
@@ -228,6 +284,7 @@ NB_MODULE(_core, m) {
              d["mlock_ok"] = s.mlock_ok;
              d["part_size"] = s.part_size;
              d["slab_bytes"] = s.slab_bytes;
+             d["direct_tickets"] = s.direct_tickets;
              return d;
            })
       .def("counters", [](const Client &c) {
@@ -241,6 +298,9 @@ NB_MODULE(_core, m) {
         d["bytes_downloaded"] = s.bytes_downloaded;
         d["bytes_uploaded"] = s.bytes_uploaded;
         d["chunk_copies"] = s.chunk_copies;
+        d["direct_gets"] = s.direct_gets;
+        d["direct_bytes"] = s.direct_bytes;
+        d["direct_fallbacks"] = s.direct_fallbacks;
         return d;
       });
 }

@@ -7,18 +7,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <mutex>
 #include <new>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace s3torch {
 
 namespace {
+
+std::atomic<bool> g_direct_fault{false};
 
 size_t page_size() {
   static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -59,6 +63,7 @@ struct Ticket {
   std::shared_ptr<Pool> pool;
   size_t size = 0;
   bool forced = false;
+  bool direct = false;      // data is a slice of a DirectSink: not pool memory, not accounted
   uint8_t *data = nullptr;
   Slab *slab = nullptr;     // part-size buffer from this slab
   Mapping own;              // odd-size buffer with its own mapping
@@ -121,6 +126,10 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
 
   aws_future_s3_buffer_ticket *reserve(const aws_s3_buffer_pool_reserve_meta &meta) {
     aws_future_s3_buffer_ticket *future = aws_future_s3_buffer_ticket_new(allocator_);
+    if (aws_s3_buffer_ticket *direct = grant_direct(meta)) {  // caller memory: no limit applies
+      aws_future_s3_buffer_ticket_set_result_by_move(future, &direct);
+      return future;
+    }
     if (meta.size > limit_ && !meta.can_block) {
       aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_S3_PART_SIZE_EXCEEDS_MEMORY_LIMIT);
       return future;
@@ -143,7 +152,22 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return future;
   }
 
+  std::unique_lock<std::recursive_mutex> lock_direct() override {
+    return std::unique_lock<std::recursive_mutex>(direct_mu_);
+  }
+
+  void add_direct(const aws_s3_meta_request *meta, DirectSink *sink) override {
+    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+    direct_[meta] = sink;
+  }
+
+  void remove_direct(const aws_s3_meta_request *meta) override {
+    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+    direct_.erase(meta);
+  }
+
   uint8_t *claim(Ticket *t) {
+    if (t->direct) return t->data;
     std::unique_lock<std::mutex> lock(mu_);
     if (t->data) return t->data;
     if (t->size <= part_bytes_ && t->size > part_bytes_ / 2) {
@@ -193,6 +217,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
 
   void release(Ticket *t) {
+    if (t->direct) return;  // caller memory: nothing to return
     std::vector<std::pair<aws_future_s3_buffer_ticket *, aws_s3_buffer_ticket *>> grants;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -257,6 +282,33 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     size_t size;
   };
 
+  // A ticket onto the next slice of a registered DirectSink, or null (not registered, or full).
+  aws_s3_buffer_ticket *grant_direct(const aws_s3_buffer_pool_reserve_meta &meta) {
+    uint8_t *data = nullptr;
+    {
+      std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+      auto it = direct_.find(meta.meta_request);
+      if (it == direct_.end()) return nullptr;
+      DirectSink *sink = it->second;
+      if (sink->assigned + meta.size > sink->size) return nullptr;
+      uint64_t offset = g_direct_fault ? sink->size - sink->assigned - meta.size : sink->assigned;
+      data = sink->base + offset;
+      sink->assigned += meta.size;
+    }
+    auto *t = new Ticket();
+    t->base.vtable = &g_ticket_vtable;
+    t->base.impl = t;
+    aws_ref_count_init(&t->base.ref_count, t, ticket_zero);
+    t->pool = shared_from_this();
+    t->size = meta.size;
+    t->direct = true;
+    t->data = data;
+    t->pid = self_pid_;
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.direct_tickets++;
+    return &t->base;
+  }
+
   aws_s3_buffer_ticket *grant_locked(size_t size, bool forced) {
     auto *t = new Ticket();
     t->base.vtable = &g_ticket_vtable;
@@ -312,6 +364,8 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   PoolStats stats_;
   std::deque<Pending> pending_;
   std::vector<std::unique_ptr<Slab>> slabs_;
+  std::recursive_mutex direct_mu_;
+  std::unordered_map<const aws_s3_meta_request *, DirectSink *> direct_;
   aws_s3_buffer_pool c_pool_{};
   std::shared_ptr<Pool> c_self_;
   const pid_t self_pid_ = getpid();
@@ -349,6 +403,8 @@ void pool_zero(void *user_data) {
 }
 
 }  // namespace
+
+void set_direct_placement_fault(bool on) { g_direct_fault = on; }
 
 aws_s3_buffer_pool *pool_factory(aws_allocator *allocator, aws_s3_buffer_pool_config config,
                                  void *user_data) {

@@ -371,8 +371,9 @@ PoolStats Client::pool_stats() const { return impl_->pool ? impl_->pool->stats()
 
 CounterSnapshot Client::counters() const {
   const Counters &c = *impl_->counters;
-  return CounterSnapshot{c.meta_requests, c.get_streams, c.put_streams, c.http_requests,
-                         c.failed_attempts, c.bytes_downloaded, c.bytes_uploaded, c.chunk_copies};
+  return CounterSnapshot{c.meta_requests,    c.get_streams,    c.put_streams,  c.http_requests,
+                         c.failed_attempts,  c.bytes_downloaded, c.bytes_uploaded, c.chunk_copies,
+                         c.direct_gets,      c.direct_bytes,   c.direct_fallbacks};
 }
 
 // Runs a DEFAULT meta request to completion and returns it (throws S3Error on failure).
@@ -451,37 +452,90 @@ void Client::copy(const std::string &src_bucket, const std::string &src_key, con
 
 std::unique_ptr<GetStream> Client::get(const std::string &bucket, const std::string &key,
                                        std::optional<uint64_t> start, std::optional<uint64_t> end) {
+  return start_get(impl_, bucket, key, start, end);
+}
+
+namespace {
+
+std::string range_header(std::optional<uint64_t> start, std::optional<uint64_t> end) {
+  std::string range = "bytes=" + std::to_string(start.value_or(0)) + "-";
+  if (end) range += std::to_string(*end - 1);  // HTTP ranges are inclusive
+  return range;
+}
+
+}  // namespace
+
+std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
+                                     const std::string &key, std::optional<uint64_t> start,
+                                     std::optional<uint64_t> end) {
   if (start && end && *end < *start) {
     throw UsageError("invalid range: end (" + std::to_string(*end) + ") is before start (" +
                      std::to_string(*start) + ")");
   }
   auto st = std::make_shared<GetStream::State>();
-  st->owner = impl_;
+  st->owner = impl;
   st->operation = "GetObject";
   st->bucket = bucket;
   st->key = key;
   st->start = start;
   st->end = end;
   st->position = start.value_or(0);
-  impl_->counters->get_streams++;
+  impl->counters->get_streams++;
   if (start && end && *start == *end) {
     // HTTP cannot ask for zero bytes: an empty range is an empty stream, no request.
     st->finished = true;
     st->shut_down = true;
     return std::make_unique<GetStream>(st);
   }
-  Target t = impl_->target(bucket, key);
-  aws_http_message *m = impl_->new_message("GET", t);
-  if (start || end) {
-    std::string range = "bytes=" + std::to_string(start.value_or(0)) + "-";
-    if (end) range += std::to_string(*end - 1);  // HTTP ranges are inclusive
-    add_header(m, "Range", range);
-  }
+  Target t = impl->target(bucket, key);
+  aws_http_message *m = impl->new_message("GET", t);
+  if (start || end) add_header(m, "Range", range_header(start, end));
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;
   st->launch(o, m, st);
   return std::make_unique<GetStream>(st);
+}
+
+std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std::string &key, uint64_t start,
+                                            uint64_t end, uint8_t *dst, uint64_t part_size) {
+  if (end < start) {
+    throw UsageError("invalid range: end (" + std::to_string(end) + ") is before start (" +
+                     std::to_string(start) + ")");
+  }
+  if (!impl_->pool) throw UsageError("get_into needs the client's part-buffer pool");
+  auto st = std::make_shared<DirectGet::State>();
+  st->owner = impl_;
+  st->operation = "GetObject";
+  st->bucket = bucket;
+  st->key = key;
+  st->start = start;
+  st->end = end;
+  st->sink.base = dst;
+  st->sink.size = end - start;
+  impl_->counters->direct_gets++;
+  if (start == end) {  // HTTP cannot ask for zero bytes: nothing to do
+    st->finished = st->shut_down = st->ok = true;
+    return std::make_unique<DirectGet>(st);
+  }
+  Target t = impl_->target(bucket, key);
+  aws_http_message *m = impl_->new_message("GET", t);
+  add_header(m, "Range", range_header(start, end));
+  aws_s3_meta_request_options o{};
+  o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
+  o.body_callback_ex = s_on_body_ex;
+  o.part_size = part_size;
+  {
+    // Registered before the CRT can reserve the first part's buffer: reservations wait for this lock.
+    auto direct_lock = impl_->pool->lock_direct();
+    st->launch(o, m, st);
+    std::lock_guard<std::mutex> lock(st->mu);
+    if (!st->finished) {
+      impl_->pool->add_direct(st->meta, &st->sink);
+      st->registered = st->meta;
+    }
+  }
+  return std::make_unique<DirectGet>(st);
 }
 
 std::unique_ptr<PutStream> Client::put(const std::string &bucket, const std::string &key,

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "s3torch/client.hpp"
+#include "s3torch/direct_get.hpp"
 #include "s3torch/error.hpp"
 #include "s3torch/get_stream.hpp"
 #include "s3torch/put_stream.hpp"
@@ -109,6 +110,19 @@ struct GetStream::State : RequestBase {
   bool settled = false;
 };
 
+struct DirectGet::State : RequestBase {
+  DirectSink sink;  // the caller's memory; sink.size == end - start
+  uint64_t start = 0, end = 0;
+  uint64_t landed = 0;                          // body bytes that arrived in place
+  bool misplaced = false;                       // a part arrived elsewhere: redo as a stream
+  bool cancelled = false;
+  bool ok = false;                              // every byte is in the memory
+  const aws_s3_meta_request *registered = nullptr;  // with the pool; under its direct lock
+  int on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) override;
+  void on_finished() override;
+  ~State() override;
+};
+
 struct PutStream::State : RequestBase {
   uint64_t written = 0;
   bool closed = false;
@@ -121,6 +135,11 @@ std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &i
                                           const std::vector<std::pair<std::string, std::string>> &headers);
 
 std::string header_value(const aws_http_headers *headers, const char *name);
+
+// Client::get for code that holds the client's Impl (DirectGet's fallback).
+std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
+                                     const std::string &key, std::optional<uint64_t> start,
+                                     std::optional<uint64_t> end);
 
 // A retry strategy that allows exactly one attempt per request (max_attempts=1); see retry.cpp.
 aws_retry_strategy *new_single_attempt_strategy(aws_allocator *allocator, aws_event_loop_group *elg);

@@ -234,6 +234,24 @@ class S3Client:
             raise ValueError(f"end must be >= 0, got {end}")
         return self._native.get(bucket, key, start, end)
 
+    def get_object_into(
+        self, bucket: str, key: str, start: int, buffer: Any, *, part_size: int = 0
+    ) -> _core.DirectGet:
+        """Starts a GET of bytes [start, start + len(buffer)) straight into ``buffer``.
+
+        ``buffer`` is any writable C-contiguous buffer (bytearray, memoryview, a CPU tensor's
+        numpy view). The part requests receive into it directly: one copy, from the socket's read
+        buffer, and no part buffer of the pool is used. Call ``wait()`` on the result; until then
+        (or until it is destroyed, which cancels it) the buffer must not be used. ``part_size``
+        (0: the client's) splits the range into part requests of that size; the parts do not take
+        pool memory, so larger ones are fine and mean fewer requests.
+        """
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        if part_size < 0:
+            raise ValueError(f"part_size must be >= 0, got {part_size}")
+        return self._native.get_into(bucket, key, start, buffer, part_size)
+
     def put_object(self, bucket: str, key: str, storage_class: Optional[str] = None) -> S3Writer:
         """A writer that streams a multipart upload; the object appears only on close()."""
         log.debug("PutObject s3://%s/%s", bucket, key)

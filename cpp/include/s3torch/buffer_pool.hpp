@@ -9,8 +9,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 
 struct aws_s3_buffer_pool;
+struct aws_s3_meta_request;
 struct aws_s3_buffer_pool_config;
 struct aws_allocator;
 
@@ -30,7 +32,21 @@ struct PoolStats {
   bool mlock_ok = false;         // every mapping so far could be locked
   uint64_t part_size = 0;
   uint64_t slab_bytes = 0;
+  uint64_t direct_tickets = 0;   // tickets whose buffer was a caller's memory (DirectGet)
 };
+
+// Caller memory that the part requests of one registered GET receive into, in part order: the pool
+// hands its tickets consecutive slices instead of pool buffers, outside the memory limit (the memory
+// is the caller's). DirectGet checks every delivered part landed where its object offset says.
+struct DirectSink {
+  uint8_t *base = nullptr;
+  uint64_t size = 0;
+  uint64_t assigned = 0;  // bytes handed to tickets so far (under the pool's direct lock)
+};
+
+// Tests only: hand out direct slices from the end backwards, so that parts land in the wrong place
+// and DirectGet must detect it and fall back.
+void set_direct_placement_fault(bool on);
 
 class BufferPool;
 
@@ -48,6 +64,11 @@ class BufferPool {
  public:
   virtual ~BufferPool() = default;
   virtual PoolStats stats() const = 0;
+  // Registration of direct GETs. Hold lock_direct() across making the meta request and add_direct,
+  // so that its first reservation (on a CRT thread) cannot run before the registration.
+  virtual std::unique_lock<std::recursive_mutex> lock_direct() = 0;
+  virtual void add_direct(const aws_s3_meta_request *meta, DirectSink *sink) = 0;  // lock held
+  virtual void remove_direct(const aws_s3_meta_request *meta) = 0;
 };
 
 }  // namespace s3torch

@@ -11,6 +11,7 @@
 
 namespace s3torch {
 
+class DirectGet;
 class GetStream;
 class PutStream;
 
@@ -53,11 +54,14 @@ struct Counters {
   std::atomic<uint64_t> bytes_downloaded{0};   // body bytes delivered to streams
   std::atomic<uint64_t> bytes_uploaded{0};     // body bytes accepted by put streams
   std::atomic<uint64_t> chunk_copies{0};       // bodies delivered without a pool ticket (copied once)
+  std::atomic<uint64_t> direct_gets{0};        // GETs into caller memory (get_into)
+  std::atomic<uint64_t> direct_bytes{0};       // body bytes that arrived in place, in caller memory
+  std::atomic<uint64_t> direct_fallbacks{0};   // direct GETs redone as streams (a part landed elsewhere)
 };
 
 struct CounterSnapshot {
   uint64_t meta_requests, get_streams, put_streams, http_requests, failed_attempts, bytes_downloaded,
-      bytes_uploaded, chunk_copies;
+      bytes_uploaded, chunk_copies, direct_gets, direct_bytes, direct_fallbacks;
 };
 
 class Client {
@@ -70,6 +74,12 @@ class Client {
   // Bytes [start, end) of the object (end exclusive; nullopt = from 0 / to the end).
   std::unique_ptr<GetStream> get(const std::string &bucket, const std::string &key,
                                  std::optional<uint64_t> start, std::optional<uint64_t> end);
+  // Starts a GET of bytes [start, end) that receives straight into dst[0, end - start), which must
+  // stay valid until the returned DirectGet is destroyed or has finished (wait/cancel). part_size
+  // (0: the client's) sets how the range is split into part requests: as the parts land in caller
+  // memory, not in the pool, a direct GET may use larger ones (fewer requests).
+  std::unique_ptr<DirectGet> get_into(const std::string &bucket, const std::string &key, uint64_t start,
+                                      uint64_t end, uint8_t *dst, uint64_t part_size = 0);
   std::unique_ptr<PutStream> put(const std::string &bucket, const std::string &key,
                                  const std::string &storage_class);
   ObjectInfo head(const std::string &bucket, const std::string &key);
