@@ -67,13 +67,16 @@ def _stream(sizes: List[int], first: int = 0) -> ChunkStream:
 
 
 def _cursor(sizes: List[int], start: int = 1000) -> _Cursor:
-    return _Cursor([(_stream(sizes), start + sum(sizes))], start, "test")
+    return _Cursor([(_stream(sizes), start, start + sum(sizes))], start, "test")
 
 
 def _split_cursor(cut: int, total: int, start: int = 1000) -> _Cursor:
     """DATA[:total] served by two streams, the second from offset ``cut`` on (as _segments splits)."""
     return _Cursor(
-        [(_stream([3, cut - 3]), start + cut), (_stream([7, total - cut - 7], cut), start + total)],
+        [
+            (_stream([3, cut - 3]), start, start + cut),
+            (_stream([7, total - cut - 7], cut), start + cut, start + total),
+        ],
         start,
         "test",
     )
@@ -117,9 +120,37 @@ def test_cursor_moves_across_segments() -> None:
 def test_a_short_first_segment_is_an_error_not_a_shift() -> None:
     # The first stream ends 5 bytes early: the cursor must not read the second stream's bytes as if
     # they were the missing ones.
-    cur = _Cursor([(_stream([15]), 1020), (_stream([40], 20), 1060)], 1000, "test")
+    cur = _Cursor([(_stream([15]), 1000, 1020), (_stream([40], 20), 1020, 1060)], 1000, "test")
     with pytest.raises(_StreamEnded):
         cur.read_bytes(30)
+
+
+def _holed_cursor() -> _Cursor:
+    """DATA[0:20] and DATA[50:80] as two streams; DATA[20:50] is a hole another GET fetches."""
+    return _Cursor([(_stream([4, 16]), 1000, 1020), (_stream([30], 50), 1050, 1080)], 1000, "test")
+
+
+def test_cursor_jumps_over_a_hole_and_never_reads_into_it() -> None:
+    cur = _holed_cursor()
+    assert cur.peek(40) == DATA[:20]  # a peek stops at the hole
+    assert bytes(cur.read_bytes(12)) == DATA[:12]
+    cur.skip_to(1060)  # drops 8 bytes of the first stream, jumps the hole, drops 10 of the second
+    assert cur.pos == 1060
+    assert bytes(cur.read_bytes(20)) == DATA[60:80]
+    with pytest.raises(_StreamEnded):
+        cur.read_bytes(1)
+
+    cur = _holed_cursor()
+    cur.skip_to(1010)
+    with pytest.raises(AssertionError):  # the hole's bytes are not the streams' to hand out
+        cur.read_bytes(15)
+    cur = _holed_cursor()
+    cur.skip_to(1030)  # into the hole: a read there is a bug, not a shifted read
+    assert cur.pos == 1030
+    with pytest.raises(AssertionError):
+        cur.read_bytes(1)
+    cur.skip_to(1050)
+    assert bytes(cur.read_bytes(5)) == DATA[50:55]
 
 
 def test_end_of_stream_is_an_error() -> None:

@@ -280,3 +280,40 @@ def test_async_save(moto_target: Target) -> None:
     dcp.load(dest, storage_reader=moto_target.reader())
     assert_same(state, dest)
     assert writer.last_save_stats is not None and writer.last_save_stats.put_objects == 2
+
+
+def test_large_tensors_land_in_place_and_match_torch(seaweed_target: Target, tmp_path: Path) -> None:
+    """Large items are received straight into their destination (direct GETs of their middle);
+    destinations that cannot take the raw bytes (dtype cast, strided view) fall back, and every
+    result is the one torch's FileSystemReader gives."""
+    g = torch.Generator().manual_seed(7)
+    state = {
+        "w": torch.randn(3 * MiB, generator=g),  # 12 MiB fp32: in place
+        "b": torch.randn(1024, 1100, generator=g).to(torch.bfloat16),  # ~2.1 MiB: in place
+        "cast": torch.randn(MiB, generator=g),  # loaded into float64: torch.load + copy_
+        "strided": torch.randn(600, 700, generator=g),  # into a transposed view: not a hole
+        "small": torch.randn(10, generator=g),
+    }
+    dcp.save(state, storage_writer=seaweed_target.writer())
+    _download(seaweed_target, tmp_path)
+
+    def destinations() -> dict:
+        dest = blank_like(state)
+        dest["cast"] = torch.zeros(MiB, dtype=torch.float64)
+        dest["strided"] = torch.zeros(700, 600).t()
+        return dest
+
+    ours = destinations()
+    reader = seaweed_target.reader()
+    dcp.load(ours, storage_reader=reader)
+    theirs = destinations()
+    dcp.load(theirs, storage_reader=FileSystemReader(str(tmp_path)))
+    assert_same(theirs, ours)
+    assert torch.equal(ours["w"], state["w"]) and torch.equal(ours["b"], state["b"])
+    stats = reader.last_load_stats
+    # The middles of w, b and cast (the last into its staging bytes): each item but the 8 KiB
+    # at its ends, and an item is its tensor bytes plus under 4 KiB of archive records.
+    middles = state["w"].nbytes + state["b"].nbytes + state["cast"].nbytes - 3 * 8192
+    assert middles <= stats.direct_bytes < middles + 3 * 4096
+    assert stats.fallback_items == 1  # cast
+    assert stats.bytes_fetched == stats.bytes_needed  # the holes are not fetched twice

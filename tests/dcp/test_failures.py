@@ -100,14 +100,23 @@ def test_load_survives_transient_faults(seaweed_target: Target, proxy_factory: A
     state = mixed_state(big=3 * MiB)
     dcp.save(state, storage_writer=seaweed_target.writer())
     proxy = proxy_factory(seaweed_target.server)
-    fault = proxy.add_fault(Fault(action, method="GET", path=".distcp", times=1))
+    # A GET of more than 1 MiB: part of the big tensor, received straight into its destination
+    # (the small GETs around it are over before 100 kB, where a mid-body reset would cut).
+    fault = proxy.add_fault(Fault(action, method="GET", path=".distcp", times=1, when=_long_range))
     reader = seaweed_target.reader(endpoint=proxy.endpoint)
     reader.split_bytes = 2 * MiB  # several concurrent GETs, one of which fails once
     dest = blank_like(state)
     dcp.load(dest, storage_reader=reader)
     assert fault.fired == 1
     assert_same(state, dest)
-    assert reader.last_load_stats.retries >= 1
+    stats = reader.last_load_stats
+    assert stats.retries >= 1
+    assert stats.direct_bytes > 8 * MiB  # the big tensor's middle, retried part included
+
+
+def _long_range(request: Any) -> bool:
+    rng = request.range
+    return rng is not None and rng[1] is not None and rng[1] - rng[0] >= MiB
 
 
 def test_load_fails_cleanly_when_the_server_keeps_failing(seaweed_target: Target, proxy_factory: Any) -> None:

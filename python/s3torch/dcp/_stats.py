@@ -26,6 +26,7 @@ class LoadStats:
     max_streams: int = 0  # most range GETs in flight at once
     retries: Optional[int] = None  # failed attempts the client retried
     fallback_items: int = 0  # tensor items read through torch.load instead of in place
+    direct_bytes: int = 0  # bytes received straight into destination tensors (no part buffer)
     seconds: float = 0.0
 
     @property
@@ -43,7 +44,8 @@ class LoadStats:
             f"DCP load ({self.reader}, {self.mode}): {self.items} items from {self.files} files, "
             f"needed {self.bytes_needed} B, fetched {self.bytes_fetched} B ({self.overfetch:.3f}x) "
             f"in {self.get_requests} GETs (<= {self.max_streams} at once, "
-            f"{self.http_requests} HTTP requests), retries {self.retries}, "
+            f"{self.http_requests} HTTP requests, {self.direct_bytes} B straight into tensors), "
+            f"retries {self.retries}, "
             f"{self.fallback_items} via torch.load, {self.seconds:.3f} s, {self.gbps:.2f} GB/s"
         )
 
@@ -75,6 +77,8 @@ class SaveStats:
 # Counters of S3Client.stats() (native client, per S3Client).
 RETRIES = "failed_attempts"
 GET_STREAMS = "get_streams"
+DIRECT_GETS = "direct_gets"
+DIRECT_BYTES = "direct_bytes"
 PUT_STREAMS = "put_streams"
 HTTP_REQUESTS = "http_requests"
 BYTES_DOWNLOADED = "bytes_downloaded"

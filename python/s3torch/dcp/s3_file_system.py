@@ -47,7 +47,13 @@ from ..s3reader import (
     coalesce_ranges,
 )
 from . import _stats
-from ._concurrent import DEFAULT_SPLIT_BYTES, ConcurrentPlanLoader, default_max_streams, part_size_of
+from ._concurrent import (
+    DEFAULT_DIRECT_MIN,
+    DEFAULT_SPLIT_BYTES,
+    ConcurrentPlanLoader,
+    default_max_streams,
+    part_size_of,
+)
 from ._stats import LoadStats, SaveStats
 from .s3_prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
 
@@ -391,6 +397,9 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         self.max_streams = max_streams
         self.concurrent = concurrent
         self.split_bytes = DEFAULT_SPLIT_BYTES
+        # Tensor items whose middle is at least this long are received straight into their
+        # destination (S3Client.get_object_into); 0 copies every item from the part buffers.
+        self.direct_min_bytes = DEFAULT_DIRECT_MIN
         self.last_load_stats: Optional[LoadStats] = None
         self.progress_callback: Optional[Callable[[int], None]] = None
 
@@ -418,6 +427,7 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
                 max_streams=default_max_streams(client, self.max_streams),
                 split_bytes=self.split_bytes,
                 align_bytes=part_size_of(client),
+                direct_min=self.direct_min_bytes,
                 progress=self.progress_callback,
             )
             stats = loader.run(plan)
@@ -430,7 +440,8 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
             stats.bytes_fetched = fetched
         gets = _stats.counter_delta(before, after, _stats.GET_STREAMS)
         if gets is not None:
-            stats.get_requests = gets
+            stats.get_requests = gets + (_stats.counter_delta(before, after, _stats.DIRECT_GETS) or 0)
+        stats.direct_bytes = _stats.counter_delta(before, after, _stats.DIRECT_BYTES) or 0
         stats.http_requests = _stats.counter_delta(before, after, _stats.HTTP_REQUESTS)
         stats.retries = _stats.counter_delta(before, after, _stats.RETRIES)
         stats.seconds = time.perf_counter() - t0
