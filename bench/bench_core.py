@@ -1,6 +1,8 @@
 """Core throughput: full read of a 1 GiB object, side by side, on one local SeaweedFS server.
 
-  s3torch   get_object_stream + read_into a preallocated buffer (one memcpy per byte)
+  s3torch   get_object_into: the part requests receive straight into a preallocated buffer
+  s3torch   get_object_stream + read_into the same buffer (part buffer -> buffer: one more copy)
+  s3torchconnector 1.5.0  S3Client.get_object(...).readinto the same buffer (if installed)
   curl      curl -o /dev/null with SigV4 (a single-stream baseline that keeps nothing)
   boto3     get_object()["Body"].read()
 
@@ -75,6 +77,27 @@ def main() -> None:
             assert n == size
             return n
 
+        def s3torch_direct() -> int:
+            client.get_object_into(bucket, key, 0, dest).wait()
+            return size
+
+        connector_read = None
+        try:
+            from s3torchconnector import S3ClientConfig as RefConfig
+            from s3torchconnector._s3client import S3Client as RefClient
+
+            ref = RefClient(
+                server.region,
+                endpoint=server.endpoint,
+                s3client_config=RefConfig(force_path_style=True),
+            )
+
+            def connector_read() -> int:
+                return ref.get_object(bucket, key).readinto(memoryview(dest))
+
+        except ImportError:
+            print("s3torchconnector not installed: its row is left out", file=sys.stderr)
+
         curl = shutil.which("curl")
         url = f"{server.endpoint}/{bucket}/{key}"
 
@@ -101,10 +124,13 @@ def main() -> None:
             return len(b3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
         cases: List[Tuple[str, Callable[[], int], Callable[[], float]]] = [
+            ("s3torch get_object_into", s3torch_direct, _cpu_self),
             ("s3torch read_into", s3torch_read, _cpu_self),
             ("curl -o /dev/null", curl_read, _cpu_children),
             ("boto3 get_object.read", boto3_read, _cpu_self),
         ]
+        if connector_read is not None:
+            cases.append(("s3torchconnector readinto", connector_read, _cpu_self))
         results: Dict[str, List[Tuple[float, float]]] = {name: [] for name, _, _ in cases}
         for _, fn, _ in cases:  # warm-up: the server's first read of fresh data is slower
             fn()
@@ -117,12 +143,12 @@ def main() -> None:
 
     gb = size / 1e9
     print(f"\nfull read of a {args.size_mib} MiB object, median of {args.repeat}, SeaweedFS on 127.0.0.1")
-    print(f"{'client':<24}{'seconds':>9}{'GB/s':>8}{'CPU s/GB':>10}{'vs curl':>9}")
+    print(f"{'client':<28}{'seconds':>9}{'GB/s':>8}{'CPU s/GB':>10}{'vs curl':>9}")
     curl_secs = statistics.median(s for s, _ in results["curl -o /dev/null"])
     for name, _, _ in cases:
         secs = statistics.median(s for s, _ in results[name])
         cpu_s = statistics.median(c for _, c in results[name])
-        print(f"{name:<24}{secs:>9.2f}{gb / secs:>8.2f}{cpu_s / gb:>10.2f}{curl_secs / secs:>8.2f}x")
+        print(f"{name:<28}{secs:>9.2f}{gb / secs:>8.2f}{cpu_s / gb:>10.2f}{curl_secs / secs:>8.2f}x")
     sys.stdout.flush()
 
 
