@@ -37,6 +37,16 @@ DirectGet::State::~State() {
   if (registered && owner && owner->pool && !forked_since(owner->pid)) owner->pool->remove_direct(registered);
 }
 
+namespace {
+
+S3Error incomplete(const DirectGet::State &st, uint64_t got) {
+  return S3Error("GetObject s3://" + st.bucket + "/" + st.key + ": the response ended after " +
+                     std::to_string(got) + " of " + std::to_string(st.sink.size) + " bytes",
+                 "GetObject", st.bucket, st.key, 0, "IncompleteBody", "", 0);
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // DirectGet
 
@@ -87,20 +97,12 @@ void DirectGet::wait() {
     size_t got = stream->read_into(st_->sink.base, st_->sink.size);
     st_->owner->counters->direct_fallbacks++;
     lock.lock();
-    if (got != st_->sink.size) {
-      throw S3Error("GetObject s3://" + st_->bucket + "/" + st_->key + ": the response ended after " +
-                        std::to_string(got) + " of " + std::to_string(st_->sink.size) + " bytes",
-                    "GetObject", st_->bucket, st_->key, 0, "IncompleteBody", "", 0);
-    }
+    if (got != st_->sink.size) throw incomplete(*st_, got);
     st_->ok = true;
     return;
   }
   if (st_->crt_error != 0) throw st_->error();
-  if (st_->landed != st_->sink.size) {
-    throw S3Error("GetObject s3://" + st_->bucket + "/" + st_->key + ": the response ended after " +
-                      std::to_string(st_->landed) + " of " + std::to_string(st_->sink.size) + " bytes",
-                  "GetObject", st_->bucket, st_->key, 0, "IncompleteBody", "", 0);
-  }
+  if (st_->landed != st_->sink.size) throw incomplete(*st_, st_->landed);
   st_->ok = true;
 }
 

@@ -11,8 +11,10 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
 from s3torch.dcp._concurrent import (
+    DIRECT_PART_MAX,
     ConcurrentPlanLoader,
     _Cursor,
+    _direct_part_size,
     _segments,
     _StreamEnded,
     default_max_streams,
@@ -182,6 +184,15 @@ def test_cannot_seek_backwards() -> None:
 )
 def test_segments_align_part_requests(start: int, end: int, align: int, expected: list) -> None:
     assert _segments(start, end, align) == expected
+
+
+@pytest.mark.parametrize("length", [1, 5 * MiB, DIRECT_PART_MAX, DIRECT_PART_MAX + 1, 98 * MiB, 1000 * MiB])
+def test_direct_part_size_is_the_fewest_even_parts(length: int) -> None:
+    size = _direct_part_size(length)
+    parts = -(-length // size)
+    assert size <= DIRECT_PART_MAX
+    assert parts == -(-length // DIRECT_PART_MAX)  # no more requests than the cap forces
+    assert parts * size - length < parts  # parts of (nearly) equal size, no tiny last one
 
 
 def _item(fqn: str, kind: LoadItemType = LoadItemType.TENSOR) -> ReadItem:
