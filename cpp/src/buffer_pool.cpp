@@ -295,29 +295,28 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       data = sink->base + offset;
       sink->assigned += meta.size;
     }
-    auto *t = new Ticket();
-    t->base.vtable = &g_ticket_vtable;
-    t->base.impl = t;
-    aws_ref_count_init(&t->base.ref_count, t, ticket_zero);
-    t->pool = shared_from_this();
-    t->size = meta.size;
+    Ticket *t = new_ticket(meta.size);
     t->direct = true;
     t->data = data;
-    t->pid = self_pid_;
     std::lock_guard<std::mutex> lock(mu_);
     stats_.direct_tickets++;
     return &t->base;
   }
 
-  aws_s3_buffer_ticket *grant_locked(size_t size, bool forced) {
+  Ticket *new_ticket(size_t size) {
     auto *t = new Ticket();
     t->base.vtable = &g_ticket_vtable;
     t->base.impl = t;
     aws_ref_count_init(&t->base.ref_count, t, ticket_zero);
     t->pool = shared_from_this();
     t->size = size;
-    t->forced = forced;
     t->pid = self_pid_;
+    return t;
+  }
+
+  aws_s3_buffer_ticket *grant_locked(size_t size, bool forced) {
+    Ticket *t = new_ticket(size);
+    t->forced = forced;
     stats_.reserved_bytes += size;
     if (forced) stats_.forced_bytes += size;
     stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.reserved_bytes);

@@ -457,10 +457,23 @@ std::unique_ptr<GetStream> Client::get(const std::string &bucket, const std::str
 
 namespace {
 
-std::string range_header(std::optional<uint64_t> start, std::optional<uint64_t> end) {
-  std::string range = "bytes=" + std::to_string(start.value_or(0)) + "-";
-  if (end) range += std::to_string(*end - 1);  // HTTP ranges are inclusive
-  return range;
+void check_range(std::optional<uint64_t> start, std::optional<uint64_t> end) {
+  if (start && end && *end < *start) {
+    throw UsageError("invalid range: end (" + std::to_string(*end) + ") is before start (" +
+                     std::to_string(*start) + ")");
+  }
+}
+
+// A GET of bytes [start, end) (nullopt = from 0 / to the end) of the object. Caller releases.
+aws_http_message *get_message(const Client::Impl &impl, const std::string &bucket, const std::string &key,
+                              std::optional<uint64_t> start, std::optional<uint64_t> end) {
+  aws_http_message *m = impl.new_message("GET", impl.target(bucket, key));
+  if (start || end) {
+    std::string range = "bytes=" + std::to_string(start.value_or(0)) + "-";
+    if (end) range += std::to_string(*end - 1);  // HTTP ranges are inclusive
+    add_header(m, "Range", range);
+  }
+  return m;
 }
 
 }  // namespace
@@ -468,10 +481,7 @@ std::string range_header(std::optional<uint64_t> start, std::optional<uint64_t> 
 std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
                                      const std::string &key, std::optional<uint64_t> start,
                                      std::optional<uint64_t> end) {
-  if (start && end && *end < *start) {
-    throw UsageError("invalid range: end (" + std::to_string(*end) + ") is before start (" +
-                     std::to_string(*start) + ")");
-  }
+  check_range(start, end);
   auto st = std::make_shared<GetStream::State>();
   st->owner = impl;
   st->operation = "GetObject";
@@ -487,9 +497,7 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
     st->shut_down = true;
     return std::make_unique<GetStream>(st);
   }
-  Target t = impl->target(bucket, key);
-  aws_http_message *m = impl->new_message("GET", t);
-  if (start || end) add_header(m, "Range", range_header(start, end));
+  aws_http_message *m = get_message(*impl, bucket, key, start, end);
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;
@@ -499,10 +507,7 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
 
 std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std::string &key, uint64_t start,
                                             uint64_t end, uint8_t *dst, uint64_t part_size) {
-  if (end < start) {
-    throw UsageError("invalid range: end (" + std::to_string(end) + ") is before start (" +
-                     std::to_string(start) + ")");
-  }
+  check_range(start, end);
   if (!impl_->pool) throw UsageError("get_into needs the client's part-buffer pool");
   auto st = std::make_shared<DirectGet::State>();
   st->owner = impl_;
@@ -510,7 +515,6 @@ std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std
   st->bucket = bucket;
   st->key = key;
   st->start = start;
-  st->end = end;
   st->sink.base = dst;
   st->sink.size = end - start;
   impl_->counters->direct_gets++;
@@ -518,9 +522,7 @@ std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std
     st->finished = st->shut_down = st->ok = true;
     return std::make_unique<DirectGet>(st);
   }
-  Target t = impl_->target(bucket, key);
-  aws_http_message *m = impl_->new_message("GET", t);
-  add_header(m, "Range", range_header(start, end));
+  aws_http_message *m = get_message(*impl_, bucket, key, start, end);
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;

@@ -93,7 +93,7 @@ void DirectGet::wait() {
   if (st_->misplaced && !st_->cancelled) {
     // Redo the range as an ordinary stream, copied in: the in-place parts may sit at wrong offsets.
     lock.unlock();
-    auto stream = start_get(st_->owner, st_->bucket, st_->key, st_->start, st_->end);
+    auto stream = start_get(st_->owner, st_->bucket, st_->key, st_->start, end());
     size_t got = stream->read_into(st_->sink.base, st_->sink.size);
     st_->owner->counters->direct_fallbacks++;
     lock.lock();
@@ -114,6 +114,6 @@ bool DirectGet::done() const {
 const std::string &DirectGet::bucket() const { return st_->bucket; }
 const std::string &DirectGet::key() const { return st_->key; }
 uint64_t DirectGet::start() const { return st_->start; }
-uint64_t DirectGet::end() const { return st_->end; }
+uint64_t DirectGet::end() const { return st_->start + st_->sink.size; }
 
 }  // namespace s3torch

@@ -111,8 +111,8 @@ struct GetStream::State : RequestBase {
 };
 
 struct DirectGet::State : RequestBase {
-  DirectSink sink;  // the caller's memory; sink.size == end - start
-  uint64_t start = 0, end = 0;
+  DirectSink sink;     // the caller's memory: object bytes [start, start + sink.size)
+  uint64_t start = 0;
   uint64_t landed = 0;                          // body bytes that arrived in place
   bool misplaced = false;                       // a part arrived elsewhere: redo as a stream
   bool cancelled = false;

@@ -252,7 +252,7 @@ class ConcurrentPlanLoader:
         self._max_streams = max(1, max_streams)
         self._split_bytes = max(1, split_bytes)
         self._align_bytes = align_bytes
-        self._direct_min = direct_min if hasattr(client, "get_object_into") else 0
+        self._direct_min = direct_min
         self._progress = progress
         # torch's planners are not thread-safe: every planner call goes through this lock.
         self._planner_lock = threading.Lock()
@@ -381,7 +381,7 @@ class ConcurrentPlanLoader:
         # Every stream starts now, so the aligned bulk downloads while the heads are consumed.
         streams: List[Tuple[Any, int, int]] = []
         # Direct GETs in flight and what completes their item once they are done.
-        pending: List[Tuple[List[Any], Callable[[], None]]] = []
+        pending: List[Tuple[Any, Callable[[], None]]] = []
         try:
             for w_start, w_end in windows:
                 for a, b in _segments(w_start, w_end, self._align_bytes):
@@ -406,18 +406,16 @@ class ConcurrentPlanLoader:
                     started = self._load_hole(task, cursor, hole)
                     if started is not None:
                         pending.append(started)
-                for gets, finish in pending:
-                    for get in gets:
-                        get.wait()
+                for get, finish in pending:
+                    get.wait()
                     finish()
                 pending.clear()
             finally:
                 with self._stats_lock:
                     self._open_streams -= 1
         finally:
-            for gets, _ in pending:  # failed or cancelled: no GET may write into a tensor after this
-                for get in gets:
-                    get.cancel()
+            for get, _ in pending:  # failed or cancelled: no GET may write into a tensor after this
+                get.cancel()
             for stream, _, _ in streams:
                 stream.close()
 
@@ -445,10 +443,10 @@ class ConcurrentPlanLoader:
 
     def _load_hole(
         self, task: _Task, cursor: _Cursor, hole: _Hole
-    ) -> Optional[Tuple[List[Any], Callable[[], None]]]:
+    ) -> Optional[Tuple[Any, Callable[[], None]]]:
         """Starts the direct GET of a large tensor's middle and reads the rest of the item.
 
-        Returns the GETs and what completes the item once they are done, or None when the item was
+        Returns the GET and what completes the item once they are done, or None when the item was
         loaded through torch.load (its layout did not put the hole inside the tensor's bytes).
         """
         rng = hole.rng
@@ -469,17 +467,15 @@ class ConcurrentPlanLoader:
             self._load_hole_generic(task, cursor, hole)
             return None
         dest = hole.dest
-        gets = [
-            self._client.get_object_into(
-                task.bucket,
-                task.key,
-                hole.start,
-                dest[hole.start - data_start : hole.end - data_start],
-                part_size=_direct_part_size(hole.end - hole.start),
-            )
-        ]
+        get = self._client.get_object_into(
+            task.bucket,
+            task.key,
+            hole.start,
+            dest[hole.start - data_start : hole.end - data_start],
+            part_size=_direct_part_size(hole.end - hole.start),
+        )
         with self._stats_lock:
-            self.stats.get_requests += len(gets)
+            self.stats.get_requests += 1
         try:
             cursor.skip_to(data_start)
             cursor.read_into(dest[: hole.start - data_start])
@@ -488,29 +484,15 @@ class ConcurrentPlanLoader:
             cursor.skip_to(rng.start + head.data_end)
             tail = cursor.read_bytes(rng.end - cursor.pos)
         except BaseException:
-            for get in gets:
-                get.cancel()
+            get.cancel()
             raise
 
         def finish() -> None:
-            try:
-                check_tail(head, memoryview(tail))
-            except UnsupportedArchive as e:
-                log.warning(
-                    "s3://%s/%s item at %s: %s; re-reading it with torch.load",
-                    task.bucket,
-                    task.key,
-                    rng.start,
-                    e,
-                )
-                self._refetch_generic(task, rng, target)
-            else:
-                with self._planner_lock:
-                    self._planner.commit_tensor(req, target)
+            self._commit(task, rng, req, head, tail, target)
             if self._progress is not None:
                 self._progress(rng.end - rng.start)
 
-        return gets, finish
+        return get, finish
 
     def _load_hole_generic(self, task: _Task, cursor: _Cursor, hole: _Hole) -> None:
         """A large item loaded with torch.load: its hole is fetched into the item's bytes."""
@@ -534,7 +516,6 @@ class ConcurrentPlanLoader:
             get.wait()
         finally:
             get.cancel()
-        del view
         self._load_generic(rng.reqs, data, hole.target)
         if self._progress is not None:
             self._progress(rng.end - rng.start)
@@ -583,7 +564,19 @@ class ConcurrentPlanLoader:
             target.copy_(narrow_tensor_by_index(full, req.storage_offsets, req.lengths))
 
         cursor.skip_to(rng.start + head.data_end)
-        tail = cursor.read_bytes(rng.end - cursor.pos)
+        self._commit(task, rng, req, head, cursor.read_bytes(rng.end - cursor.pos), target)
+        return True
+
+    def _commit(
+        self,
+        task: _Task,
+        rng: _Range,
+        req: ReadItem,
+        head: ArchiveHead,
+        tail: bytearray,
+        target: torch.Tensor,
+    ) -> None:
+        """Commits a tensor copied in place once the archive's end confirms the layout it trusted."""
         try:
             check_tail(head, memoryview(tail))
         except UnsupportedArchive as e:
@@ -596,10 +589,9 @@ class ConcurrentPlanLoader:
                 e,
             )
             self._refetch_generic(task, rng, target)
-            return True
+            return
         with self._planner_lock:
             self._planner.commit_tensor(req, target)
-        return True
 
     def _refetch_generic(self, task: _Task, rng: _Range, target: torch.Tensor) -> None:
         stream = self._client.get_object_stream(task.bucket, task.key, rng.start, rng.end)
