@@ -4,7 +4,7 @@
 #    CMAKE_PREFIX_PATH / aws-c-s3_DIR. Set S3TORCH_USE_SYSTEM_CRT=OFF to skip this.
 # 2. Otherwise the crt/ bundle of the pinned `awscrt` source distribution from PyPI is built as static,
 #    position-independent libraries against the system libcrypto (USE_OPENSSL=ON) and installed into a
-#    cache directory keyed by version, compiler and our edits to the sources (one, in s2n, see below),
+#    cache directory keyed by version, compiler and our edits to the sources (in s2n and aws-c-s3, see below),
 #    so that later builds (and fresh build dirs) reuse it. No third-party source is committed.
 
 option(S3TORCH_USE_SYSTEM_CRT "Use an installed AWS CRT when find_package finds one" ON)
@@ -18,7 +18,7 @@ else()
   set(_crt_cache_root "$ENV{HOME}/.cache/s3torch")
 endif()
 # Bump when the edits applied to the bundled sources below change: it is part of the cache key.
-set(_crt_edits "s2n-default-trust-1")
+set(_crt_edits "s2n-default-trust-1;s3-ticket-append-1")
 string(MD5 _crt_key "${S3TORCH_CRT_VERSION};${_crt_edits};${CMAKE_C_COMPILER_ID};${CMAKE_C_COMPILER_VERSION};${CMAKE_SYSTEM_PROCESSOR}")
 string(SUBSTRING "${_crt_key}" 0 10 _crt_key)
 set(_crt_prefix "${_crt_cache_root}/crt-${S3TORCH_CRT_VERSION}-${_crt_key}")
@@ -92,6 +92,28 @@ if(NOT EXISTS "${_crt_prefix}/.complete")
     string(REPLACE "${_s2n_load}" "/* s3torch: default config's CA load skipped */" _text "${_text}")
     file(WRITE "${_s2n_config}" "${_text}")
   endif()
+  # aws-c-s3 appends every GET part's body to its pool buffer. An optional `append` entry in the
+  # ticket vtable lets our pool do that append itself, so that a stream can have chosen object
+  # ranges of its parts written straight into their destinations (a DCP load's tensors) while the
+  # rest goes to the part buffer: one copy for those bytes and no extra requests (see
+  # cpp/src/buffer_pool.cpp). The pinned version has the two anchors; another one fails loudly here.
+  set(_s3_dir "${_crt_src}/aws-c-s3")
+  set(_vt_old "    struct aws_s3_buffer_ticket *(*release)(struct aws_s3_buffer_ticket *ticket);\n};")
+  set(_vt_new "    struct aws_s3_buffer_ticket *(*release)(struct aws_s3_buffer_ticket *ticket);\n\n    /* s3torch: optional. Appends a successful GET part's body bytes `data` to `buf` (the claimed buffer),\n     * advancing buf->len by data->len; the bytes are those of object offset part_range_start + buf->len. */\n    int (*append)(\n        struct aws_s3_buffer_ticket *ticket,\n        struct aws_byte_buf *buf,\n        const struct aws_byte_cursor *data,\n        uint64_t part_range_start);\n};")
+  set(_ap_old "    if (s_response_body_append(&request->send_data.response_body, data)) {")
+  set(_ap_new "    struct aws_s3_buffer_ticket *s3torch_ticket = request->ticket;\n    bool s3torch_append = successful_response && request->request_type == AWS_S3_REQUEST_TYPE_GET_OBJECT &&\n                          s3torch_ticket != NULL && s3torch_ticket->vtable->append != NULL;\n    if (s3torch_append ? s3torch_ticket->vtable->append(\n                             s3torch_ticket, &request->send_data.response_body, data, request->part_range_start)\n                       : s_response_body_append(&request->send_data.response_body, data)) {")
+  foreach(_edit IN ITEMS "include/aws/s3/s3_buffer_pool.h|_vt" "source/s3_meta_request.c|_ap")
+    string(REPLACE "|" ";" _edit "${_edit}")
+    list(GET _edit 0 _file)
+    list(GET _edit 1 _var)
+    file(READ "${_s3_dir}/${_file}" _text)
+    string(FIND "${_text}" "${${_var}_old}" _at)
+    if(_at EQUAL -1)
+      message(FATAL_ERROR "s3torch: aws-c-s3 ${_file} lacks the code the ticket-append edit expects")
+    endif()
+    string(REPLACE "${${_var}_old}" "${${_var}_new}" _text "${_text}")
+    file(WRITE "${_s3_dir}/${_file}" "${_text}")
+  endforeach()
   include(ProcessorCount)
   ProcessorCount(_ncpu)
   if(_ncpu EQUAL 0)
@@ -127,6 +149,8 @@ if(NOT EXISTS "${_crt_prefix}/.complete")
   file(REMOVE_RECURSE "${_work}")
 endif()
 
+# Our sources use the ticket-append entry only when it exists (not in an installed CRT).
+set(S3TORCH_CRT_TICKET_APPEND ON)
 list(PREPEND CMAKE_PREFIX_PATH "${_crt_prefix}")
 find_package(aws-c-s3 CONFIG REQUIRED PATHS "${_crt_prefix}" NO_DEFAULT_PATH)
 message(STATUS "s3torch: using AWS CRT ${S3TORCH_CRT_VERSION} from ${_crt_prefix}")

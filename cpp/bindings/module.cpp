@@ -8,6 +8,8 @@
 
 #include <aws/s3/s3.h>
 
+#include <algorithm>
+
 #include "s3torch/buffer_pool.hpp"
 #include "s3torch/client.hpp"
 #include "s3torch/direct_get.hpp"
@@ -183,6 +185,8 @@ NB_MODULE(_core, m) {
       .def_prop_ro("start", [](const PyDirectGet &g) { return g.get->start(); })
       .def_prop_ro("end", [](const PyDirectGet &g) { return g.get->end(); });
 
+  m.attr("SCATTER") = kScatterSupported;
+
   m.def("_set_direct_placement_fault", &set_direct_placement_fault, nb::arg("on"),
         "Tests only: make direct GETs' parts land at wrong offsets (they must fall back)");
 
@@ -226,8 +230,44 @@ NB_MODULE(_core, m) {
           nb::arg("throughput_target_gbps") = 10.0, nb::arg("part_size") = 8ull << 20,
           nb::arg("unsigned") = false, nb::arg("force_path_style") = false, nb::arg("max_attempts") = 10,
           nb::arg("memory_limit_bytes") = 0)
-      .def("get", &Client::get, nb::arg("bucket"), nb::arg("key"), nb::arg("start") = nb::none(),
-           nb::arg("end") = nb::none(), nb::call_guard<nb::gil_scoped_release>())
+      .def(
+          "get",
+          [](Client &c, const std::string &bucket, const std::string &key, std::optional<uint64_t> start,
+             std::optional<uint64_t> end, nb::handle scatter) {
+            if (scatter.is_none()) {
+              nb::gil_scoped_release release;
+              return c.get(bucket, key, start, end);
+            }
+            // The destinations' buffer exports live as long as the stream; releasing them needs the GIL.
+            auto buffers = std::shared_ptr<std::vector<std::unique_ptr<Buffer>>>(
+                new std::vector<std::unique_ptr<Buffer>>(), [](std::vector<std::unique_ptr<Buffer>> *v) {
+                  nb::gil_scoped_acquire acquire;
+                  delete v;
+                });
+            std::vector<ScatterRange> ranges;
+            for (nb::handle item : scatter) {
+              auto pair = nb::cast<nb::tuple>(item);
+              if (pair.size() != 2) throw nb::value_error("scatter items are (object offset, writable buffer)");
+              uint64_t offset = nb::cast<uint64_t>(pair[0]);
+              buffers->push_back(std::make_unique<Buffer>(pair[1], true));
+              const Buffer &b = *buffers->back();
+              if (b.size()) ranges.push_back(ScatterRange{offset, offset + b.size(), b.data()});
+            }
+            std::sort(ranges.begin(), ranges.end(),
+                      [](const ScatterRange &a, const ScatterRange &b) { return a.start < b.start; });
+            std::unique_ptr<GetStream> s;
+            {
+              nb::gil_scoped_release release;
+              s = c.get(bucket, key, start, end, std::make_shared<ScatterMap>(std::move(ranges)));
+            }
+            s->hold(std::move(buffers));
+            return s;
+          },
+          nb::arg("bucket"), nb::arg("key"), nb::arg("start") = nb::none(), nb::arg("end") = nb::none(),
+          nb::arg("scatter") = nb::none(),
+          "A GET stream of [start, end). `scatter`: (object offset, writable buffer) pairs whose bytes are "
+          "written straight into the buffers as they arrive; the stream's bytes at those offsets are "
+          "unspecified (skip them)")
       .def(
           "get_into",
           [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, nb::handle buffer,
@@ -285,6 +325,7 @@ NB_MODULE(_core, m) {
              d["part_size"] = s.part_size;
              d["slab_bytes"] = s.slab_bytes;
              d["direct_tickets"] = s.direct_tickets;
+             d["scatter_tickets"] = s.scatter_tickets;
              return d;
            })
       .def("counters", [](const Client &c) {
@@ -301,6 +342,7 @@ NB_MODULE(_core, m) {
         d["direct_gets"] = s.direct_gets;
         d["direct_bytes"] = s.direct_bytes;
         d["direct_fallbacks"] = s.direct_fallbacks;
+        d["scatter_bytes"] = s.scatter_bytes;
         return d;
       });
 }

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <new>
@@ -67,10 +68,14 @@ struct Ticket {
   uint8_t *data = nullptr;
   Slab *slab = nullptr;     // part-size buffer from this slab
   Mapping own;              // odd-size buffer with its own mapping
+  std::shared_ptr<ScatterMap> scatter;  // the GET stream's, if it has one
   int pid = 0;
 };
 
 aws_byte_buf ticket_claim(aws_s3_buffer_ticket *t);
+#ifdef S3TORCH_CRT_TICKET_APPEND
+int ticket_append(aws_s3_buffer_ticket *t, aws_byte_buf *buf, const aws_byte_cursor *data, uint64_t part_start);
+#endif
 void ticket_zero(void *user_data);
 aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta);
 void pool_trim(aws_s3_buffer_pool *p);
@@ -79,7 +84,20 @@ void pool_release_special_size(aws_s3_buffer_pool *, size_t) {}
 uint64_t pool_derive_aligned(aws_s3_buffer_pool *, uint64_t size) { return size; }
 void pool_zero(void *user_data);
 
-aws_s3_buffer_ticket_vtable g_ticket_vtable = {ticket_claim, nullptr, nullptr};
+// Built field by field: the struct has one more entry with our aws-c-s3 edit than without it.
+aws_s3_buffer_ticket_vtable make_ticket_vtable(bool scatter) {
+  aws_s3_buffer_ticket_vtable v{};
+  v.claim = ticket_claim;
+#ifdef S3TORCH_CRT_TICKET_APPEND
+  if (scatter) v.append = ticket_append;
+#else
+  (void)scatter;
+#endif
+  return v;
+}
+
+aws_s3_buffer_ticket_vtable g_ticket_vtable = make_ticket_vtable(false);
+aws_s3_buffer_ticket_vtable g_scatter_ticket_vtable = make_ticket_vtable(true);
 aws_s3_buffer_pool_vtable g_pool_vtable = {pool_reserve,           pool_trim,
                                            pool_add_special_size,  pool_release_special_size,
                                            pool_derive_aligned,    nullptr,
@@ -134,17 +152,18 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_S3_PART_SIZE_EXCEEDS_MEMORY_LIMIT);
       return future;
     }
+    std::shared_ptr<ScatterMap> scatter = scatter_of(meta.meta_request);
     aws_s3_buffer_ticket *granted = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (meta.can_block) {
         // Uploads' async-write buffer must not wait (the CRT could deadlock); grant it at once and
         // account for it, as the CRT's own pool does.
-        granted = grant_locked(meta.size, stats_.reserved_bytes + meta.size > limit_);
+        granted = grant_locked(meta.size, stats_.reserved_bytes + meta.size > limit_, nullptr);
       } else if (pending_.empty() && stats_.reserved_bytes + meta.size <= limit_) {
-        granted = grant_locked(meta.size, false);
+        granted = grant_locked(meta.size, false, std::move(scatter));
       } else {
-        pending_.push_back(Pending{aws_future_s3_buffer_ticket_acquire(future), meta.size});
+        pending_.push_back(Pending{aws_future_s3_buffer_ticket_acquire(future), meta.size, std::move(scatter)});
         stats_.waits++;
       }
     }
@@ -164,6 +183,16 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   void remove_direct(const aws_s3_meta_request *meta) override {
     std::lock_guard<std::recursive_mutex> lock(direct_mu_);
     direct_.erase(meta);
+  }
+
+  void add_scatter(const aws_s3_meta_request *meta, std::shared_ptr<ScatterMap> map) override {
+    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+    scatter_[meta] = std::move(map);
+  }
+
+  void remove_scatter(const aws_s3_meta_request *meta) override {
+    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+    scatter_.erase(meta);
   }
 
   uint8_t *claim(Ticket *t) {
@@ -234,13 +263,13 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       if (t->forced) stats_.forced_bytes -= t->size;
       // Grant waiting reservations in arrival order while they fit.
       while (!pending_.empty() && stats_.reserved_bytes + pending_.front().size <= limit_) {
-        Pending p = pending_.front();
+        Pending p = std::move(pending_.front());
         pending_.pop_front();
         if (aws_future_s3_buffer_ticket_is_done(p.future)) {  // the CRT gave up on it (cancelled)
           aws_future_s3_buffer_ticket_release(p.future);
           continue;
         }
-        grants.emplace_back(p.future, grant_locked(p.size, false));
+        grants.emplace_back(p.future, grant_locked(p.size, false, std::move(p.scatter)));
       }
     }
     for (auto &g : grants) {
@@ -280,7 +309,15 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   struct Pending {
     aws_future_s3_buffer_ticket *future;
     size_t size;
+    std::shared_ptr<ScatterMap> scatter;
   };
+
+  std::shared_ptr<ScatterMap> scatter_of(const aws_s3_meta_request *meta) {
+    if (!kScatterSupported) return nullptr;
+    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
+    auto it = scatter_.find(meta);
+    return it == scatter_.end() ? nullptr : it->second;
+  }
 
   // A ticket onto the next slice of a registered DirectSink, or null (not registered, or full).
   aws_s3_buffer_ticket *grant_direct(const aws_s3_buffer_pool_reserve_meta &meta) {
@@ -314,9 +351,14 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return t;
   }
 
-  aws_s3_buffer_ticket *grant_locked(size_t size, bool forced) {
+  aws_s3_buffer_ticket *grant_locked(size_t size, bool forced, std::shared_ptr<ScatterMap> scatter) {
     Ticket *t = new_ticket(size);
     t->forced = forced;
+    if (scatter) {
+      t->scatter = std::move(scatter);
+      t->base.vtable = &g_scatter_ticket_vtable;
+      stats_.scatter_tickets++;
+    }
     stats_.reserved_bytes += size;
     if (forced) stats_.forced_bytes += size;
     stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.reserved_bytes);
@@ -365,6 +407,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   std::vector<std::unique_ptr<Slab>> slabs_;
   std::recursive_mutex direct_mu_;
   std::unordered_map<const aws_s3_meta_request *, DirectSink *> direct_;
+  std::unordered_map<const aws_s3_meta_request *, std::shared_ptr<ScatterMap>> scatter_;
   aws_s3_buffer_pool c_pool_{};
   std::shared_ptr<Pool> c_self_;
   const pid_t self_pid_ = getpid();
@@ -380,6 +423,22 @@ aws_byte_buf ticket_claim(aws_s3_buffer_ticket *base) {
   buf.allocator = nullptr;  // not ours to free: the pool owns it
   return buf;
 }
+
+#ifdef S3TORCH_CRT_TICKET_APPEND
+// The CRT's append of a GET part's body fragment, for tickets of streams with a ScatterMap. No
+// exception may leave: it runs inside a CRT callback (the map's write throws none).
+int ticket_append(aws_s3_buffer_ticket *base, aws_byte_buf *buf, const aws_byte_cursor *data, uint64_t part_start) {
+  auto *t = static_cast<Ticket *>(base->impl);
+  if (buf->buffer != t->data || buf->allocator != nullptr) {
+    // Not this ticket's claimed buffer (cannot happen with the edit as applied): append plainly.
+    return buf->allocator ? aws_byte_buf_append_dynamic(buf, data) : aws_byte_buf_append(buf, data);
+  }
+  if (buf->capacity - buf->len < data->len) return aws_raise_error(AWS_ERROR_DEST_COPY_TOO_SMALL);
+  t->scatter->write(part_start + buf->len, data->ptr, data->len, buf->buffer + buf->len);
+  buf->len += data->len;
+  return AWS_OP_SUCCESS;
+}
+#endif
 
 void ticket_zero(void *user_data) {
   auto *t = static_cast<Ticket *>(user_data);
@@ -404,6 +463,36 @@ void pool_zero(void *user_data) {
 }  // namespace
 
 void set_direct_placement_fault(bool on) { g_direct_fault = on; }
+
+ScatterMap::ScatterMap(std::vector<ScatterRange> ranges, std::shared_ptr<std::atomic<uint64_t>> counter)
+    : ranges_(std::move(ranges)), counter_(std::move(counter)) {}
+
+void ScatterMap::write(uint64_t offset, const uint8_t *data, size_t n, uint8_t *part) {
+  const uint64_t end = offset + n;
+  uint64_t pos = offset;  // bytes before pos are written
+  uint64_t scattered = 0;
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    if (!revoked_) {
+      auto it = std::upper_bound(ranges_.begin(), ranges_.end(), offset,
+                                 [](uint64_t o, const ScatterRange &r) { return o < r.end; });
+      for (; it != ranges_.end() && it->start < end; ++it) {
+        uint64_t a = std::max(pos, it->start), b = std::min(end, it->end);
+        if (a > pos) std::memcpy(part + (pos - offset), data + (pos - offset), a - pos);
+        std::memcpy(it->dst + (a - it->start), data + (a - offset), b - a);  // socket -> destination
+        scattered += b - a;
+        pos = b;
+      }
+    }
+  }
+  if (pos < end) std::memcpy(part + (pos - offset), data + (pos - offset), end - pos);
+  if (scattered && counter_) counter_->fetch_add(scattered, std::memory_order_relaxed);
+}
+
+void ScatterMap::revoke() {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  revoked_ = true;
+}
 
 aws_s3_buffer_pool *pool_factory(aws_allocator *allocator, aws_s3_buffer_pool_config config,
                                  void *user_data) {

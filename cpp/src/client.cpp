@@ -373,7 +373,7 @@ CounterSnapshot Client::counters() const {
   const Counters &c = *impl_->counters;
   return CounterSnapshot{c.meta_requests,    c.get_streams,    c.put_streams,  c.http_requests,
                          c.failed_attempts,  c.bytes_downloaded, c.bytes_uploaded, c.chunk_copies,
-                         c.direct_gets,      c.direct_bytes,   c.direct_fallbacks};
+                         c.direct_gets,      c.direct_bytes,   c.direct_fallbacks, c.scatter_bytes};
 }
 
 // Runs a DEFAULT meta request to completion and returns it (throws S3Error on failure).
@@ -451,8 +451,9 @@ void Client::copy(const std::string &src_bucket, const std::string &src_key, con
 }
 
 std::unique_ptr<GetStream> Client::get(const std::string &bucket, const std::string &key,
-                                       std::optional<uint64_t> start, std::optional<uint64_t> end) {
-  return start_get(impl_, bucket, key, start, end);
+                                       std::optional<uint64_t> start, std::optional<uint64_t> end,
+                                       std::shared_ptr<ScatterMap> scatter) {
+  return start_get(impl_, bucket, key, start, end, std::move(scatter));
 }
 
 namespace {
@@ -480,8 +481,21 @@ aws_http_message *get_message(const Client::Impl &impl, const std::string &bucke
 
 std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
                                      const std::string &key, std::optional<uint64_t> start,
-                                     std::optional<uint64_t> end) {
+                                     std::optional<uint64_t> end, std::shared_ptr<ScatterMap> scatter) {
   check_range(start, end);
+  if (scatter && scatter->ranges().empty()) scatter.reset();
+  if (scatter) {
+    if (!kScatterSupported) throw UsageError("scatter needs the bundled AWS CRT (S3TORCH_USE_SYSTEM_CRT=OFF)");
+    if (!impl->pool) throw UsageError("scatter needs the client's part-buffer pool");
+    if (!start || !end) throw UsageError("scatter needs a GET with an explicit start and end");
+    uint64_t prev = *start;
+    for (const ScatterRange &r : scatter->ranges()) {
+      if (r.start < prev || r.end < r.start || r.end > *end || (r.end > r.start && !r.dst)) {
+        throw UsageError("scatter ranges must be sorted, disjoint and inside the GET's range");
+      }
+      prev = r.end;
+    }
+  }
   auto st = std::make_shared<GetStream::State>();
   st->owner = impl;
   st->operation = "GetObject";
@@ -501,7 +515,23 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;
-  st->launch(o, m, st);
+  if (!scatter) {
+    st->launch(o, m, st);
+    return std::make_unique<GetStream>(st);
+  }
+  // Counted into the client's counters (which the map's tickets then keep alive).
+  scatter->set_counter(std::shared_ptr<std::atomic<uint64_t>>(impl->counters, &impl->counters->scatter_bytes));
+  st->scatter = std::move(scatter);
+  {
+    // Registered before the CRT can reserve the first part's buffer: reservations wait for this lock.
+    auto direct_lock = impl->pool->lock_direct();
+    st->launch(o, m, st);
+    std::lock_guard<std::mutex> lock(st->mu);
+    if (!st->finished) {
+      impl->pool->add_scatter(st->meta, st->scatter);
+      st->scatter_registered = st->meta;
+    }
+  }
   return std::make_unique<GetStream>(st);
 }
 

@@ -67,7 +67,23 @@ int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start,
   return AWS_OP_SUCCESS;
 }
 
-void GetStream::State::on_finished() {}
+void GetStream::State::on_finished() {
+  // No reservation comes after the finish: the pool may forget the map.
+  unregister_scatter();
+}
+
+void GetStream::State::unregister_scatter() {
+  if (!scatter) return;
+  auto direct_lock = owner->pool->lock_direct();
+  if (scatter_registered) owner->pool->remove_scatter(scatter_registered);
+  scatter_registered = nullptr;
+}
+
+GetStream::State::~State() {
+  if (scatter_registered && owner && owner->pool && !forked_since(owner->pid)) {
+    owner->pool->remove_scatter(scatter_registered);
+  }
+}
 
 void GetStream::State::settle_error(std::unique_lock<std::mutex> &lock) {
   if (settled || crt_error == 0) return;
@@ -117,6 +133,8 @@ void GetStream::close() {
     if (!st_->finished) cancel = st_->meta;
   }
   if (cancel) aws_s3_meta_request_cancel(cancel);
+  // Parts still arriving after the cancel must not write into the caller's memory any more.
+  if (st_->scatter) st_->scatter->revoke();
   st_->cv.notify_all();
   // `dropped` releases its tickets here, outside the lock (releasing can grant waiting reservations).
 }

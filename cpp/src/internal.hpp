@@ -102,9 +102,13 @@ struct GetStream::State : RequestBase {
   uint64_t position = 0;  // next object offset for the consumer
   std::optional<uint64_t> object_size;
   bool closed = false;
+  std::shared_ptr<ScatterMap> scatter;               // set before launch, never changed
+  const aws_s3_meta_request *scatter_registered = nullptr;  // with the pool; under its direct lock
   void on_headers(const aws_http_headers *headers, int status) override;
   int on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) override;
   void on_finished() override;
+  void unregister_scatter();
+  ~State() override;
   // Called with the lock held once the request finished with an error; may clear it (see .cpp).
   void settle_error(std::unique_lock<std::mutex> &lock);
   bool settled = false;
@@ -139,7 +143,7 @@ std::string header_value(const aws_http_headers *headers, const char *name);
 // Client::get for code that holds the client's Impl (DirectGet's fallback).
 std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
                                      const std::string &key, std::optional<uint64_t> start,
-                                     std::optional<uint64_t> end);
+                                     std::optional<uint64_t> end, std::shared_ptr<ScatterMap> scatter = nullptr);
 
 // A retry strategy that allows exactly one attempt per request (max_attempts=1); see retry.cpp.
 aws_retry_strategy *new_single_attempt_strategy(aws_allocator *allocator, aws_event_loop_group *elg);

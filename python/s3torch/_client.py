@@ -7,7 +7,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._config import S3ClientConfig
 from ._writer import S3Writer
@@ -225,14 +225,37 @@ class S3Client:
         )
 
     def get_object_stream(
-        self, bucket: str, key: str, start: Optional[int] = None, end: Optional[int] = None
+        self,
+        bucket: str,
+        key: str,
+        start: Optional[int] = None,
+        end: Optional[int] = None,
+        *,
+        scatter: Optional[Sequence[Tuple[int, Any]]] = None,
     ) -> _core.GetObjectStream:
-        """A stream of zero-copy chunks of bytes [start, end) (end exclusive) of the object."""
+        """A stream of zero-copy chunks of bytes [start, end) (end exclusive) of the object.
+
+        ``scatter``: (object offset, writable buffer) pairs, disjoint and inside [start, end). The
+        bytes of those ranges are written straight into the buffers as the parts arrive (one copy,
+        from the socket's read buffer; no extra request), so a consumer that knows where they go
+        skips them: what the stream yields at those offsets is unspecified. A buffer is complete
+        once the stream has yielded the bytes past its range; closing the stream stops all writes
+        at once. Needs the bundled AWS CRT (``scatter_supported``).
+        """
         if start is not None and start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         if end is not None and end < 0:
             raise ValueError(f"end must be >= 0, got {end}")
-        return self._native.get(bucket, key, start, end)
+        if scatter is None:
+            return self._native.get(bucket, key, start, end)
+        return self._native.get(bucket, key, start, end, list(scatter))
+
+    @property
+    def scatter_supported(self) -> bool:
+        """Whether ``get_object_stream(scatter=...)`` works: it needs the bundled AWS CRT."""
+        from . import _core
+
+        return bool(_core.SCATTER)
 
     def get_object_into(
         self, bucket: str, key: str, start: int, buffer: Any, *, part_size: int = 0

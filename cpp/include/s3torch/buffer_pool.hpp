@@ -6,10 +6,13 @@
 // Other sizes get their own mapping. A hard byte limit bounds what is reserved: a reservation that does
 // not fit waits (FIFO) until a ticket is released, so a slow consumer stalls the download instead of
 // growing memory. Tickets keep the pool alive, so chunks may outlive the client.
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
+#include <vector>
 
 struct aws_s3_buffer_pool;
 struct aws_s3_meta_request;
@@ -33,6 +36,7 @@ struct PoolStats {
   uint64_t part_size = 0;
   uint64_t slab_bytes = 0;
   uint64_t direct_tickets = 0;   // tickets whose buffer was a caller's memory (DirectGet)
+  uint64_t scatter_tickets = 0;  // part buffers of GET streams with a ScatterMap
 };
 
 // Caller memory that the part requests of one registered GET receive into, in part order: the pool
@@ -42,6 +46,43 @@ struct DirectSink {
   uint8_t *base = nullptr;
   uint64_t size = 0;
   uint64_t assigned = 0;  // bytes handed to tickets so far (under the pool's direct lock)
+};
+
+// Whether this build can scatter: it needs the `append` entry our edit adds to aws-c-s3's ticket
+// vtable (third_party/crt.cmake), absent from an installed CRT.
+#ifdef S3TORCH_CRT_TICKET_APPEND
+constexpr bool kScatterSupported = true;
+#else
+constexpr bool kScatterSupported = false;
+#endif
+
+// Object bytes [start, end) of a GET stream that go to dst instead of the part buffer.
+struct ScatterRange {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  uint8_t *dst = nullptr;
+};
+
+// The ranges of one GET stream whose bytes its parts write straight into caller memory (a DCP
+// load's tensors) as they arrive from the socket: one copy, no extra request. The part buffer keeps
+// its layout (the stream still hands out whole parts); at scattered offsets it holds stale bytes,
+// which the consumer skips. Called on CRT threads for every body fragment of the stream's parts.
+class ScatterMap {
+ public:
+  // `ranges` must be sorted and disjoint; `counter` (may be null) adds up the bytes scattered.
+  ScatterMap(std::vector<ScatterRange> ranges, std::shared_ptr<std::atomic<uint64_t>> counter = nullptr);
+  // `data` holds object bytes [offset, offset + n); bytes outside the ranges go to part[0, n).
+  void write(uint64_t offset, const uint8_t *data, size_t n, uint8_t *part);
+  // After this returns no byte is written to a destination again (they go to the part buffer).
+  void revoke();
+  const std::vector<ScatterRange> &ranges() const { return ranges_; }
+  void set_counter(std::shared_ptr<std::atomic<uint64_t>> counter) { counter_ = std::move(counter); }
+
+ private:
+  std::shared_mutex mu_;  // writers share it; revoke takes it alone
+  bool revoked_ = false;
+  std::vector<ScatterRange> ranges_;
+  std::shared_ptr<std::atomic<uint64_t>> counter_;
 };
 
 // Tests only: hand out direct slices from the end backwards, so that parts land in the wrong place
@@ -69,6 +110,10 @@ class BufferPool {
   virtual std::unique_lock<std::recursive_mutex> lock_direct() = 0;
   virtual void add_direct(const aws_s3_meta_request *meta, DirectSink *sink) = 0;  // lock held
   virtual void remove_direct(const aws_s3_meta_request *meta) = 0;
+  // Same for GET streams with a ScatterMap: their part buffers are pool memory, as usual, but
+  // append through the map (held by every ticket, so it outlives the parts).
+  virtual void add_scatter(const aws_s3_meta_request *meta, std::shared_ptr<ScatterMap> map) = 0;  // lock held
+  virtual void remove_scatter(const aws_s3_meta_request *meta) = 0;
 };
 
 }  // namespace s3torch

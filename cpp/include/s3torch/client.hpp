@@ -57,11 +57,12 @@ struct Counters {
   std::atomic<uint64_t> direct_gets{0};        // GETs into caller memory (get_into)
   std::atomic<uint64_t> direct_bytes{0};       // body bytes that arrived in place, in caller memory
   std::atomic<uint64_t> direct_fallbacks{0};   // direct GETs redone as streams (a part landed elsewhere)
+  std::atomic<uint64_t> scatter_bytes{0};      // stream bytes written straight to a ScatterMap's memory
 };
 
 struct CounterSnapshot {
   uint64_t meta_requests, get_streams, put_streams, http_requests, failed_attempts, bytes_downloaded,
-      bytes_uploaded, chunk_copies, direct_gets, direct_bytes, direct_fallbacks;
+      bytes_uploaded, chunk_copies, direct_gets, direct_bytes, direct_fallbacks, scatter_bytes;
 };
 
 class Client {
@@ -72,8 +73,13 @@ class Client {
   Client &operator=(const Client &) = delete;
 
   // Bytes [start, end) of the object (end exclusive; nullopt = from 0 / to the end).
+  // With `scatter` (which needs kScatterSupported), the bytes of its ranges, which must lie inside
+  // [start, end), are written into its memory as they arrive; the stream still yields every byte
+  // position, but what it holds at scattered ones is unspecified (skip them). The memory must stay
+  // valid until the stream is closed or destroyed.
   std::unique_ptr<GetStream> get(const std::string &bucket, const std::string &key,
-                                 std::optional<uint64_t> start, std::optional<uint64_t> end);
+                                 std::optional<uint64_t> start, std::optional<uint64_t> end,
+                                 std::shared_ptr<ScatterMap> scatter = nullptr);
   // Starts a GET of bytes [start, end) that receives straight into dst[0, end - start), which must
   // stay valid until the returned DirectGet is destroyed or has finished (wait/cancel). part_size
   // (0: the client's) sets how the range is split into part requests: as the parts land in caller

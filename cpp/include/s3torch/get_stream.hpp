@@ -43,10 +43,13 @@ class GetStream {
   // Total object size as reported by the response headers; nullopt until they arrived.
   std::optional<uint64_t> object_size() const;
   bool closed() const;
+  // Keeps `keep` alive as long as the stream (e.g. the memory a ScatterMap writes into).
+  void hold(std::shared_ptr<void> keep) { keep_ = std::move(keep); }
 
  private:
   size_t consume(uint8_t *dst, size_t n);  // read_into, or skip when dst is null
   std::shared_ptr<State> st_;
+  std::shared_ptr<void> keep_;  // destroyed after ~GetStream's close(): nothing writes to it any more
 };
 
 }  // namespace s3torch
