@@ -11,10 +11,10 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
 from s3torch.dcp._concurrent import (
-    DIRECT_PART_MAX,
     ConcurrentPlanLoader,
     _Cursor,
-    _direct_part_size,
+    _Hole,
+    _Range,
     _segments,
     _StreamEnded,
     default_max_streams,
@@ -186,13 +186,19 @@ def test_segments_align_part_requests(start: int, end: int, align: int, expected
     assert _segments(start, end, align) == expected
 
 
-@pytest.mark.parametrize("length", [1, 5 * MiB, DIRECT_PART_MAX, DIRECT_PART_MAX + 1, 98 * MiB, 1000 * MiB])
-def test_direct_part_size_is_the_fewest_even_parts(length: int) -> None:
-    size = _direct_part_size(length)
-    parts = -(-length // size)
-    assert size <= DIRECT_PART_MAX
-    assert parts == -(-length // DIRECT_PART_MAX)  # no more requests than the cap forces
-    assert parts * size - length < parts  # parts of (nearly) equal size, no tiny last one
+def test_a_hole_splits_across_the_streams_of_a_task() -> None:
+    """Each stream gets the part of a hole inside its range, aimed at the matching bytes of dest."""
+    dest = memoryview(bytearray(range(256)) * 4)  # object byte base + i goes to dest[i]
+    hole = _Hole(_Range(1000, 2100, []), start=1100, end=2000, target=torch.empty(0), dest=dest, base=1050)
+    assert hole.scatter(0, 1100) is None  # ends where the hole starts
+    assert hole.scatter(2000, 3000) is None
+    lo = hole.scatter(1000, 1536)
+    hi = hole.scatter(1536, 4000)
+    assert lo is not None and hi is not None
+    assert lo[0] == 1100 and bytes(lo[1]) == bytes(dest[50:486])
+    assert hi[0] == 1536 and bytes(hi[1]) == bytes(dest[486:950])
+    whole = hole.scatter(0, 10_000)
+    assert whole is not None and whole[0] == 1100 and len(whole[1]) == 900
 
 
 def _item(fqn: str, kind: LoadItemType = LoadItemType.TENSOR) -> ReadItem:

@@ -283,7 +283,7 @@ def test_async_save(moto_target: Target) -> None:
 
 
 def test_large_tensors_land_in_place_and_match_torch(seaweed_target: Target, tmp_path: Path) -> None:
-    """Large items are received straight into their destination (direct GETs of their middle);
+    """Large items are received straight into their destination (their middle is scattered);
     destinations that cannot take the raw bytes (dtype cast, strided view) fall back, and every
     result is the one torch's FileSystemReader gives."""
     g = torch.Generator().manual_seed(7)
@@ -317,3 +317,55 @@ def test_large_tensors_land_in_place_and_match_torch(seaweed_target: Target, tmp
     assert middles <= stats.direct_bytes < middles + 3 * 4096
     assert stats.fallback_items == 1  # cast
     assert stats.bytes_fetched == stats.bytes_needed  # the holes are not fetched twice
+    assert stats.relocated_items == 0  # the guessed data offset was right for every item
+    # The middles cost no request of their own: as many GETs as with every byte streamed.
+    plain = seaweed_target.reader()
+    plain.direct_min_bytes = 0
+    dcp.load(destinations(), storage_reader=plain)
+    assert plain.last_load_stats.direct_bytes == 0
+    assert stats.get_requests == plain.last_load_stats.get_requests
+
+
+@pytest.mark.parametrize("guess", [704 - 64, 704 + 128, 64])
+def test_a_wrong_data_offset_guess_is_moved_into_place(
+    seaweed_target: Target, monkeypatch: pytest.MonkeyPatch, guess: int
+) -> None:
+    """The middles are scattered before the head says where the tensor bytes start; a wrong guess
+    costs one move inside the tensor, never a wrong value."""
+    from s3torch.dcp import _concurrent
+
+    g = torch.Generator().manual_seed(11)
+    state = {f"t{i}": torch.randn(300_000 + 1000 * i, generator=g) for i in range(4)}
+    state["small"] = torch.arange(10)
+    dcp.save(state, storage_writer=seaweed_target.writer())
+    monkeypatch.setattr(_concurrent, "DEFAULT_DATA_OFFSET", guess)
+    reader = seaweed_target.reader()
+    reader.max_streams = 1
+    reader.split_bytes = 1 << 40  # one task: every hole is planned with the first guess
+    dest = blank_like(state)
+    dcp.load(dest, storage_reader=reader)
+    assert_same(state, dest)
+    stats = reader.last_load_stats
+    assert stats.relocated_items == 4
+    assert stats.fallback_items == 0
+    assert stats.direct_bytes >= 4 * (1_200_000 - 8192)
+
+
+def test_an_unexpected_layout_is_read_again_with_torch_load(
+    seaweed_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the saved dtype the loader guesses the item lands in place; a dtype-casting
+    destination proves it wrong once the head is parsed, and torch.load reads the item again."""
+    from s3torch.dcp._concurrent import ConcurrentPlanLoader
+
+    g = torch.Generator().manual_seed(5)
+    state = {"w": torch.randn(2 * MiB, generator=g), "b": torch.randn(MiB, generator=g)}
+    dcp.save(state, storage_writer=seaweed_target.writer())
+    monkeypatch.setattr(ConcurrentPlanLoader, "_saved_dtype", lambda self, req: None)
+    dest = {"w": torch.zeros(2 * MiB, dtype=torch.float64), "b": torch.zeros(MiB)}
+    reader = seaweed_target.reader()
+    dcp.load(dest, storage_reader=reader)
+    assert torch.equal(dest["w"], state["w"].double()) and torch.equal(dest["b"], state["b"])
+    stats = reader.last_load_stats
+    assert stats.fallback_items == 1
+    assert stats.bytes_fetched > stats.bytes_needed + state["w"].nbytes  # w's item, fetched again

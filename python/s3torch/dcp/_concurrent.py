@@ -9,15 +9,17 @@ starts off a part boundary is opened as two, so that its part requests line up w
 object's parts (``_segments``).
 
 Tensor items are copied once. The position of the raw storage bytes inside each item's torch.save
-archive is parsed from its first bytes (``GetObjectStream.peek``, ``_archive``). For a large tensor
-(``direct_min`` bytes or more) the task's streams leave out the item's middle, a "hole" that starts
-``HEAD_WINDOW`` bytes after the item and ends ``TAIL_WINDOW`` bytes before its end, so inside the
-tensor's raw bytes for any archive we know. Once the head is parsed, the hole is fetched with
-``S3Client.get_object_into`` straight into the destination tensor: the CRT's part requests receive
-into the tensor's memory, so those bytes never touch a pool buffer. The few KiB of tensor bytes on
-either side of the hole, and every smaller tensor, are copied from the part buffers by
-``GetObjectStream.read_into``. Anything unusual takes torch's own path (``torch.load`` of the item
-bytes), so results are bit-identical to FileSystemReader's.
+archive is parsed from its first bytes (``GetObjectStream.peek``, ``_archive``), and smaller tensors
+are copied from the part buffers by ``GetObjectStream.read_into``. A large tensor item's middle (a
+"hole" from ``HEAD_WINDOW`` bytes after its start to ``TAIL_WINDOW`` bytes before its end, inside
+the raw bytes for any torch.save archive) never touches a part buffer: the task's stream is opened
+with those ranges scattered (``get_object_stream(scatter=...)``), so the CRT writes them straight
+from the socket into the destination tensor as the parts arrive. That needs the tensor bytes' offset
+inside the item before the head is parsed: it is guessed (the last one parsed; 704 bytes in every
+torch.save archive we know) and, when the parsed head disagrees, the bytes are moved once into place
+after the stream passed the item. Items whose destination cannot take the raw bytes (dtype cast,
+narrowed read) scatter into a staging copy of the item instead. Anything unusual takes torch's own
+path (``torch.load`` of the item bytes), so results are bit-identical to FileSystemReader's.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ _PARTS_PER_STREAM = 3
 DEFAULT_DIRECT_MIN = 1 * MiB
 # The streamed head and tail of such an item: more than the archive records before and after the raw
 # bytes of any torch.save archive we parse (about 0.7 and 0.9 KiB), so the hole lies inside them.
-# Largest part request of a direct GET (see _direct_part_size).
-DIRECT_PART_MAX = 64 * MiB
 HEAD_WINDOW = 4096
 TAIL_WINDOW = 4096
+# Where torch.save puts a tensor's bytes in its archive (its records are 64-byte aligned): the first
+# guess of a load, replaced by the last offset parsed.
+DEFAULT_DATA_OFFSET = 704
 
 
 class _StreamEnded(Exception):
@@ -180,25 +183,29 @@ class _Task:
     ranges: List[_Range] = field(default_factory=list)
 
 
-def _direct_part_size(length: int) -> int:
-    """Part size for a direct GET of ``length`` bytes: as few requests as DIRECT_PART_MAX allows.
-
-    Its parts land in the destination, not in pool buffers, so they need not be the client's part
-    size; every request costs the server a fixed overhead (about 1.5 ms of CPU for SeaweedFS).
-    """
-    parts = -(-length // DIRECT_PART_MAX)
-    return max(1, -(-length // parts))
-
-
 @dataclass
 class _Hole:
-    """The middle of a large tensor item, fetched straight into ``target`` once its head is parsed."""
+    """The middle [start, end) of a large tensor item, scattered into ``dest`` as it arrives.
+
+    ``dest[i]`` receives object byte ``base + i``. In place, ``dest`` is the target tensor's bytes
+    and ``base`` the item's start plus the guessed data offset; otherwise (``staged``) ``dest`` is a
+    copy of the whole item and ``base`` its start.
+    """
 
     rng: _Range
     start: int
     end: int
     target: torch.Tensor
-    dest: memoryview  # flat byte view of target
+    dest: memoryview
+    base: int
+    staged: Optional[bytearray] = None
+
+    def scatter(self, lo: int, hi: int) -> Optional[Tuple[int, memoryview]]:
+        """The part of the hole inside object range [lo, hi), as a scatter pair (or None)."""
+        a, b = max(lo, self.start), min(hi, self.end)
+        if a >= b:
+            return None
+        return a, self.dest[a - self.base : b - self.base]
 
 
 def _byte_view(t: torch.Tensor) -> Optional[memoryview]:
@@ -211,6 +218,14 @@ def _byte_view(t: torch.Tensor) -> Optional[memoryview]:
         return memoryview(arr).cast("B")
     except (RuntimeError, TypeError, ValueError):
         return None
+
+
+def _source(req: ReadItem, meta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The saved tensor's slice that ``req`` reads (as a meta tensor); it must fit ``target``."""
+    src = narrow_tensor_by_index(meta, req.storage_offsets, req.lengths)
+    if target.size() != src.size():
+        raise AssertionError(f"req {req.storage_index} mismatch sizes {target.size()} vs {src.size()}")
+    return cast(torch.Tensor, src)
 
 
 def _fits_storage(meta: torch.Tensor, nbytes: int) -> bool:
@@ -252,7 +267,8 @@ class ConcurrentPlanLoader:
         self._max_streams = max(1, max_streams)
         self._split_bytes = max(1, split_bytes)
         self._align_bytes = align_bytes
-        self._direct_min = direct_min
+        self._direct_min = direct_min if getattr(client, "scatter_supported", False) else 0
+        self._data_offset = DEFAULT_DATA_OFFSET
         self._progress = progress
         # torch's planners are not thread-safe: every planner call goes through this lock.
         self._planner_lock = threading.Lock()
@@ -344,7 +360,7 @@ class ConcurrentPlanLoader:
                 raise cast(BaseException, failed[0].exception())
 
     def _plan_holes(self, task: _Task) -> List[_Hole]:
-        """The task's items large enough to receive straight into their CPU destination tensor."""
+        """The task's tensor items large enough to scatter their middle into CPU memory."""
         holes: List[_Hole] = []
         if self._direct_min <= 0:
             return holes
@@ -361,31 +377,43 @@ class ConcurrentPlanLoader:
             if target.device.type != "cpu" or not target.is_contiguous():
                 continue
             dest = _byte_view(target)
-            if dest is not None:
-                holes.append(_Hole(rng, start, end, target, dest))
+            base = rng.start + self._data_offset
+            saved = self._saved_dtype(req)
+            if (
+                dest is not None
+                and saved in (None, target.dtype)
+                and start >= base
+                and end - base <= len(dest)
+            ):
+                holes.append(_Hole(rng, start, end, target, dest, base))
+            else:  # dtype cast or a narrowed read: scatter into a staging copy of the item
+                staged = bytearray(rng.end - rng.start)
+                holes.append(_Hole(rng, start, end, target, memoryview(staged), rng.start, staged))
         return holes
+
+    def _saved_dtype(self, req: ReadItem) -> Optional[torch.dtype]:
+        """The dtype the checkpoint's metadata gives the item's tensor, if the planner has it."""
+        try:
+            md = self._planner.metadata.state_dict_metadata[req.storage_index.fqn]  # type: ignore[attr-defined]
+            return cast(torch.dtype, md.properties.dtype)
+        except (AttributeError, KeyError, TypeError):
+            return None
 
     def _run_task(self, task: _Task) -> None:
         if self._cancel.is_set():
             return
         what = f"s3://{task.bucket}/{task.key}[{task.start}:{task.end}]"
         holes = self._plan_holes(task)
-        windows: List[Tuple[int, int]] = []  # the task's bytes that are not in a hole
-        pos = task.start
-        for hole in holes:
-            if hole.start > pos:
-                windows.append((pos, hole.start))
-            pos = hole.end
-        if pos < task.end:
-            windows.append((pos, task.end))
         # Every stream starts now, so the aligned bulk downloads while the heads are consumed.
         streams: List[Tuple[Any, int, int]] = []
-        # Direct GETs in flight and what completes their item once they are done.
-        pending: List[Tuple[Any, Callable[[], None]]] = []
         try:
-            for w_start, w_end in windows:
-                for a, b in _segments(w_start, w_end, self._align_bytes):
-                    streams.append((self._client.get_object_stream(task.bucket, task.key, a, b), a, b))
+            for a, b in _segments(task.start, task.end, self._align_bytes):
+                pairs = [p for p in (h.scatter(a, b) for h in holes) if p is not None]
+                if pairs:
+                    stream = self._client.get_object_stream(task.bucket, task.key, a, b, scatter=pairs)
+                else:
+                    stream = self._client.get_object_stream(task.bucket, task.key, a, b)
+                streams.append((stream, a, b))
             with self._stats_lock:
                 self.stats.get_requests += len(streams)
                 self._open_streams += 1
@@ -400,22 +428,15 @@ class ConcurrentPlanLoader:
                     hole = by_start.get(rng.start)
                     if hole is None:
                         self._load_range(task, cursor, rng)
-                        if self._progress is not None:
-                            self._progress(rng.end - rng.start)
-                        continue
-                    started = self._load_hole(task, cursor, hole)
-                    if started is not None:
-                        pending.append(started)
-                for get, finish in pending:
-                    get.wait()
-                    finish()
-                pending.clear()
+                    else:
+                        self._load_hole(task, cursor, hole)
+                    if self._progress is not None:
+                        self._progress(rng.end - rng.start)
             finally:
                 with self._stats_lock:
                     self._open_streams -= 1
         finally:
-            for get, _ in pending:  # failed or cancelled: no GET may write into a tensor after this
-                get.cancel()
+            # Failed or cancelled: closing stops every write into the tensors at once.
             for stream, _, _ in streams:
                 stream.close()
 
@@ -441,84 +462,59 @@ class ConcurrentPlanLoader:
                 return None
             return head
 
-    def _load_hole(
-        self, task: _Task, cursor: _Cursor, hole: _Hole
-    ) -> Optional[Tuple[Any, Callable[[], None]]]:
-        """Starts the direct GET of a large tensor's middle and reads the rest of the item.
-
-        Returns the GET and what completes the item once they are done, or None when the item was
-        loaded through torch.load (its layout did not put the hole inside the tensor's bytes).
-        """
+    def _load_hole(self, task: _Task, cursor: _Cursor, hole: _Hole) -> None:
+        """Completes a large tensor item whose middle the stream scatters into ``hole.dest``."""
         rng = hole.rng
         req = rng.reqs[0]
-        head = self._parse_head(task, cursor, rng, hole.start - rng.start)
-        if head is None:
-            self._load_hole_generic(task, cursor, hole)
-            return None
-        meta = head.meta
-        src = narrow_tensor_by_index(meta, req.storage_offsets, req.lengths)
         target = hole.target
-        if target.size() != src.size():
-            raise AssertionError(f"req {req.storage_index} mismatch sizes {target.size()} vs {src.size()}")
-        data_start = rng.start + head.data_offset + src.storage_offset() * meta.element_size()
-        data_end = data_start + len(hole.dest)
-        in_place = target.dtype == meta.dtype and src.is_contiguous()
-        if not (in_place and data_start <= hole.start and data_end >= hole.end):
-            self._load_hole_generic(task, cursor, hole)
-            return None
-        dest = hole.dest
-        get = self._client.get_object_into(
-            task.bucket,
-            task.key,
-            hole.start,
-            dest[hole.start - data_start : hole.end - data_start],
-            part_size=_direct_part_size(hole.end - hole.start),
-        )
+        head = self._parse_head(task, cursor, rng, hole.start - rng.start)
+        if head is not None and hole.staged is None:
+            meta = head.meta
+            src = _source(req, meta, target)
+            data_start = rng.start + head.data_offset + src.storage_offset() * meta.element_size()
+            data_end = data_start + len(hole.dest)
+            raw = target.dtype == meta.dtype and src.is_contiguous()
+            if raw and data_start <= hole.start <= hole.end <= data_end:
+                self._data_offset = head.data_offset
+                self._finish_in_place(task, cursor, hole, head, data_start, data_end)
+                return
+        if hole.staged is None:
+            # The middle went into the tensor at a layout the archive does not have: once the
+            # stream is past the item nothing writes there any more, and torch.load reads it again.
+            cursor.skip_to(rng.end)
+            self._refetch_generic(task, rng, target)
+            return
+        view = hole.dest  # the staged item: its middle is scattered there, the rest is streamed
+        cursor.read_into(view[: hole.start - rng.start])
+        cursor.skip_to(hole.end)
+        cursor.read_into(view[hole.end - rng.start :])
         with self._stats_lock:
-            self.stats.get_requests += 1
-        try:
-            cursor.skip_to(data_start)
-            cursor.read_into(dest[: hole.start - data_start])
-            cursor.skip_to(hole.end)
-            cursor.read_into(dest[hole.end - data_start :])
-            cursor.skip_to(rng.start + head.data_end)
-            tail = cursor.read_bytes(rng.end - cursor.pos)
-        except BaseException:
-            get.cancel()
-            raise
+            self.stats.fallback_items += 1
+        self._load_generic(rng.reqs, hole.staged, target)
 
-        def finish() -> None:
-            self._commit(task, rng, req, head, tail, target)
-            if self._progress is not None:
-                self._progress(rng.end - rng.start)
-
-        return get, finish
-
-    def _load_hole_generic(self, task: _Task, cursor: _Cursor, hole: _Hole) -> None:
-        """A large item loaded with torch.load: its hole is fetched into the item's bytes."""
+    def _finish_in_place(
+        self, task: _Task, cursor: _Cursor, hole: _Hole, head: ArchiveHead, data_start: int, data_end: int
+    ) -> None:
         rng = hole.rng
-        data = bytearray(rng.end - rng.start)
-        view = memoryview(data)
-        get = self._client.get_object_into(
-            task.bucket,
-            task.key,
-            hole.start,
-            view[hole.start - rng.start : hole.end - rng.start],
-            part_size=_direct_part_size(hole.end - hole.start),
-        )
-        try:
+        # The tensor bytes either side of the hole: kept aside until the stream is past the item,
+        # as the scattered middle may still be landing where a wrong guess put it.
+        cursor.skip_to(data_start)
+        before = cursor.read_bytes(hole.start - data_start)
+        cursor.skip_to(hole.end)
+        after = cursor.read_bytes(data_end - hole.end)
+        cursor.skip_to(rng.start + head.data_end)
+        tail = cursor.read_bytes(rng.end - cursor.pos)
+        # Every part of the item has arrived now.
+        dest = hole.dest
+        if hole.base != data_start:  # guessed the data offset wrong: move the middle into place once
+            flat = torch.frombuffer(dest, dtype=torch.uint8)
+            moved = flat[hole.start - hole.base : hole.end - hole.base].clone()
+            flat[hole.start - data_start : hole.end - data_start] = moved
             with self._stats_lock:
-                self.stats.get_requests += 1
-                self.stats.fallback_items += 1
-            cursor.read_into(view[: hole.start - rng.start])
-            cursor.skip_to(hole.end)
-            cursor.read_into(view[hole.end - rng.start :])
-            get.wait()
-        finally:
-            get.cancel()
-        self._load_generic(rng.reqs, data, hole.target)
-        if self._progress is not None:
-            self._progress(rng.end - rng.start)
+                self.stats.relocated_items += 1
+        dest[: len(before)] = before
+        dest[hole.end - data_start :] = after
+        self._commit(task, rng, rng.reqs[0], head, tail, hole.target)
 
     def _load_range(self, task: _Task, cursor: _Cursor, rng: _Range) -> None:
         reqs = rng.reqs
@@ -539,11 +535,9 @@ class ConcurrentPlanLoader:
         if head is None:
             return False
         meta = head.meta
-        src = narrow_tensor_by_index(meta, req.storage_offsets, req.lengths)
         with self._planner_lock:
             target = self._planner.resolve_tensor(req).detach()
-        if target.size() != src.size():
-            raise AssertionError(f"req {req.storage_index} mismatch sizes {target.size()} vs {src.size()}")
+        src = _source(req, meta, target)
 
         dest = None
         if target.device.type == "cpu" and target.dtype == meta.dtype and src.is_contiguous():

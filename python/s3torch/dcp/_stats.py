@@ -26,7 +26,8 @@ class LoadStats:
     max_streams: int = 0  # most range GETs in flight at once
     retries: Optional[int] = None  # failed attempts the client retried
     fallback_items: int = 0  # tensor items read through torch.load instead of in place
-    direct_bytes: int = 0  # bytes received straight into destination tensors (no part buffer)
+    direct_bytes: int = 0  # bytes received straight into destination memory (no part buffer)
+    relocated_items: int = 0  # items whose scattered middle had to be moved once (offset guessed wrong)
     seconds: float = 0.0
 
     @property
@@ -46,7 +47,8 @@ class LoadStats:
             f"in {self.get_requests} GETs (<= {self.max_streams} at once, "
             f"{self.http_requests} HTTP requests, {self.direct_bytes} B straight into tensors), "
             f"retries {self.retries}, "
-            f"{self.fallback_items} via torch.load, {self.seconds:.3f} s, {self.gbps:.2f} GB/s"
+            f"{self.fallback_items} via torch.load, {self.relocated_items} relocated, "
+            f"{self.seconds:.3f} s, {self.gbps:.2f} GB/s"
         )
 
 
@@ -79,6 +81,7 @@ RETRIES = "failed_attempts"
 GET_STREAMS = "get_streams"
 DIRECT_GETS = "direct_gets"
 DIRECT_BYTES = "direct_bytes"
+SCATTER_BYTES = "scatter_bytes"
 PUT_STREAMS = "put_streams"
 HTTP_REQUESTS = "http_requests"
 BYTES_DOWNLOADED = "bytes_downloaded"

@@ -398,7 +398,8 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         self.concurrent = concurrent
         self.split_bytes = DEFAULT_SPLIT_BYTES
         # Tensor items whose middle is at least this long are received straight into their
-        # destination (S3Client.get_object_into); 0 copies every item from the part buffers.
+        # destination (scattered GET streams, which need the bundled CRT); 0 copies every item
+        # from the part buffers.
         self.direct_min_bytes = DEFAULT_DIRECT_MIN
         self.last_load_stats: Optional[LoadStats] = None
         self.progress_callback: Optional[Callable[[int], None]] = None
@@ -441,7 +442,9 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         gets = _stats.counter_delta(before, after, _stats.GET_STREAMS)
         if gets is not None:
             stats.get_requests = gets + (_stats.counter_delta(before, after, _stats.DIRECT_GETS) or 0)
-        stats.direct_bytes = _stats.counter_delta(before, after, _stats.DIRECT_BYTES) or 0
+        stats.direct_bytes = (_stats.counter_delta(before, after, _stats.DIRECT_BYTES) or 0) + (
+            _stats.counter_delta(before, after, _stats.SCATTER_BYTES) or 0
+        )
         stats.http_requests = _stats.counter_delta(before, after, _stats.HTTP_REQUESTS)
         stats.retries = _stats.counter_delta(before, after, _stats.RETRIES)
         stats.seconds = time.perf_counter() - t0
