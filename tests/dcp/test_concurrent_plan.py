@@ -127,34 +127,6 @@ def test_a_short_first_segment_is_an_error_not_a_shift() -> None:
         cur.read_bytes(30)
 
 
-def _holed_cursor() -> _Cursor:
-    """DATA[0:20] and DATA[50:80] as two streams; DATA[20:50] is a hole another GET fetches."""
-    return _Cursor([(_stream([4, 16]), 1000, 1020), (_stream([30], 50), 1050, 1080)], 1000, "test")
-
-
-def test_cursor_jumps_over_a_hole_and_never_reads_into_it() -> None:
-    cur = _holed_cursor()
-    assert cur.peek(40) == DATA[:20]  # a peek stops at the hole
-    assert bytes(cur.read_bytes(12)) == DATA[:12]
-    cur.skip_to(1060)  # drops 8 bytes of the first stream, jumps the hole, drops 10 of the second
-    assert cur.pos == 1060
-    assert bytes(cur.read_bytes(20)) == DATA[60:80]
-    with pytest.raises(_StreamEnded):
-        cur.read_bytes(1)
-
-    cur = _holed_cursor()
-    cur.skip_to(1010)
-    with pytest.raises(AssertionError):  # the hole's bytes are not the streams' to hand out
-        cur.read_bytes(15)
-    cur = _holed_cursor()
-    cur.skip_to(1030)  # into the hole: a read there is a bug, not a shifted read
-    assert cur.pos == 1030
-    with pytest.raises(AssertionError):
-        cur.read_bytes(1)
-    cur.skip_to(1050)
-    assert bytes(cur.read_bytes(5)) == DATA[50:55]
-
-
 def test_end_of_stream_is_an_error() -> None:
     cur = _cursor([10])
     with pytest.raises(_StreamEnded):

@@ -68,10 +68,9 @@ class _StreamEnded(Exception):
 class _Cursor:
     """Forward-only reader over a task's GetObjectStreams, with peeks that consume nothing.
 
-    ``segments`` are (stream, start, end) in object order. Between two of them may lie a hole, a
-    range another GET delivers elsewhere: ``skip_to`` jumps over it, a read or peek stops at it.
-    Everything runs in the native streams with the GIL released: ``peek`` copies a few header
-    bytes, ``skip_to`` drops bytes, ``read_into`` is the one copy from the part buffers into the
+    ``segments`` are (stream, start, end), consecutive in object order. Everything runs in the
+    native streams with the GIL released: ``peek`` copies a few header bytes, ``skip_to`` drops
+    bytes (scattered ones included), ``read_into`` is the one copy from the part buffers into the
     caller's memory.
     """
 
@@ -87,7 +86,7 @@ class _Cursor:
         return _StreamEnded(f"{self._what}: stream ended at offset {self.pos} ({need} more bytes needed)")
 
     def _advance(self) -> Tuple[Any, int, int]:
-        """The segment holding ``pos``, the next one if ``pos`` is in a hole, or the last one."""
+        """The segment holding ``pos``, or the last one."""
         segments = self._segments
         while self._index < len(segments) - 1 and self.pos >= segments[self._index][2]:
             self._index += 1
@@ -95,33 +94,26 @@ class _Cursor:
 
     def _stream(self) -> Tuple[Any, int]:
         """The stream holding ``pos`` and how many of its bytes are left (<= 0: no stream left)."""
-        stream, start, end = self._advance()
-        if self.pos < start:
-            raise AssertionError(f"{self._what}: offset {self.pos} is fetched by another GET")
+        stream, _, end = self._advance()
         return stream, end - self.pos
 
     def peek(self, n: int) -> bytes:
-        """The next ``n`` bytes without consuming them (fewer at the end of the stream or a hole)."""
+        """The next ``n`` bytes without consuming them (fewer only at the end)."""
         stream, left = self._stream()
         if n <= left or self._index == len(self._segments) - 1:
             return cast(bytes, stream.peek(n))
         out = bytearray(stream.peek(left))  # a header across a segment boundary: rare, small
-        prev_end = self._segments[self._index][2]
         for nxt, start, end in self._segments[self._index + 1 :]:
-            if len(out) >= n or start != prev_end:
+            if len(out) >= n:
                 break
             out += nxt.peek(min(n - len(out), end - start))
-            prev_end = end
         return bytes(out)
 
     def skip_to(self, offset: int) -> None:
         if offset < self.pos:
             raise AssertionError(f"{self._what}: cannot seek back from {self.pos} to {offset}")
         while self.pos < offset:
-            stream, start, end = self._advance()
-            if self.pos < start:  # a hole: its bytes go elsewhere
-                self.pos = min(offset, start)
-                continue
+            stream, _, end = self._advance()
             left = end - self.pos
             want = min(offset - self.pos, left) if left > 0 else offset - self.pos
             got = stream.skip(want)
