@@ -171,28 +171,18 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return future;
   }
 
-  std::unique_lock<std::recursive_mutex> lock_direct() override {
-    return std::unique_lock<std::recursive_mutex>(direct_mu_);
+  std::unique_lock<std::recursive_mutex> lock_receivers() override {
+    return std::unique_lock<std::recursive_mutex>(receivers_mu_);
   }
 
-  void add_direct(const aws_s3_meta_request *meta, DirectSink *sink) override {
-    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
-    direct_[meta] = sink;
+  void add_receiver(const aws_s3_meta_request *meta, PoolReceiver receiver) override {
+    std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
+    receivers_[meta] = std::move(receiver);
   }
 
-  void remove_direct(const aws_s3_meta_request *meta) override {
-    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
-    direct_.erase(meta);
-  }
-
-  void add_scatter(const aws_s3_meta_request *meta, std::shared_ptr<ScatterMap> map) override {
-    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
-    scatter_[meta] = std::move(map);
-  }
-
-  void remove_scatter(const aws_s3_meta_request *meta) override {
-    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
-    scatter_.erase(meta);
+  void remove_receiver(const aws_s3_meta_request *meta) override {
+    std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
+    receivers_.erase(meta);
   }
 
   uint8_t *claim(Ticket *t) {
@@ -314,19 +304,19 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
 
   std::shared_ptr<ScatterMap> scatter_of(const aws_s3_meta_request *meta) {
     if (!kScatterSupported) return nullptr;
-    std::lock_guard<std::recursive_mutex> lock(direct_mu_);
-    auto it = scatter_.find(meta);
-    return it == scatter_.end() ? nullptr : it->second;
+    std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
+    auto it = receivers_.find(meta);
+    return it == receivers_.end() ? nullptr : it->second.scatter;
   }
 
   // A ticket onto the next slice of a registered DirectSink, or null (not registered, or full).
   aws_s3_buffer_ticket *grant_direct(const aws_s3_buffer_pool_reserve_meta &meta) {
     uint8_t *data = nullptr;
     {
-      std::lock_guard<std::recursive_mutex> lock(direct_mu_);
-      auto it = direct_.find(meta.meta_request);
-      if (it == direct_.end()) return nullptr;
-      DirectSink *sink = it->second;
+      std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
+      auto it = receivers_.find(meta.meta_request);
+      if (it == receivers_.end() || !it->second.sink) return nullptr;
+      DirectSink *sink = it->second.sink;
       if (sink->assigned + meta.size > sink->size) return nullptr;
       uint64_t offset = g_direct_fault ? sink->size - sink->assigned - meta.size : sink->assigned;
       data = sink->base + offset;
@@ -405,9 +395,8 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   PoolStats stats_;
   std::deque<Pending> pending_;
   std::vector<std::unique_ptr<Slab>> slabs_;
-  std::recursive_mutex direct_mu_;
-  std::unordered_map<const aws_s3_meta_request *, DirectSink *> direct_;
-  std::unordered_map<const aws_s3_meta_request *, std::shared_ptr<ScatterMap>> scatter_;
+  std::recursive_mutex receivers_mu_;
+  std::unordered_map<const aws_s3_meta_request *, PoolReceiver> receivers_;
   aws_s3_buffer_pool c_pool_{};
   std::shared_ptr<Pool> c_self_;
   const pid_t self_pid_ = getpid();
@@ -464,8 +453,7 @@ void pool_zero(void *user_data) {
 
 void set_direct_placement_fault(bool on) { g_direct_fault = on; }
 
-ScatterMap::ScatterMap(std::vector<ScatterRange> ranges, std::shared_ptr<std::atomic<uint64_t>> counter)
-    : ranges_(std::move(ranges)), counter_(std::move(counter)) {}
+ScatterMap::ScatterMap(std::vector<ScatterRange> ranges) : ranges_(std::move(ranges)) {}
 
 void ScatterMap::write(uint64_t offset, const uint8_t *data, size_t n, uint8_t *part) {
   const uint64_t end = offset + n;

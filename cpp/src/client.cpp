@@ -123,6 +123,7 @@ void s_on_finish(aws_s3_meta_request *, const aws_s3_meta_request_result *result
     r->request_id = std::move(request_id);
     r->finished = true;
   }
+  r->unregister();
   try {
     r->on_finished();
   } catch (...) {
@@ -170,7 +171,28 @@ std::string header_value(const aws_http_headers *headers, const char *name) {
 // RequestBase
 
 RequestBase::~RequestBase() {
-  if (endpoint_set && owner && !forked_since(owner->pid)) aws_uri_clean_up(&endpoint);
+  if (!owner || forked_since(owner->pid)) return;
+  if (endpoint_set) aws_uri_clean_up(&endpoint);
+  if (pool_registered) owner->pool->remove_receiver(pool_registered);
+}
+
+void RequestBase::launch_receiving(aws_s3_meta_request_options &options, aws_http_message *message,
+                                   std::shared_ptr<RequestBase> keep, PoolReceiver receiver) {
+  // Reservations wait for this lock, so none can come before the registration.
+  auto receivers = owner->pool->lock_receivers();
+  launch(options, message, std::move(keep));
+  std::lock_guard<std::mutex> lock(mu);
+  if (!finished) {
+    owner->pool->add_receiver(meta, std::move(receiver));
+    pool_registered = meta;
+  }
+}
+
+void RequestBase::unregister() {
+  if (!owner->pool) return;
+  auto receivers = owner->pool->lock_receivers();
+  if (pool_registered) owner->pool->remove_receiver(pool_registered);
+  pool_registered = nullptr;
 }
 
 void RequestBase::launch(aws_s3_meta_request_options &options, aws_http_message *message,
@@ -521,17 +543,8 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
   }
   // Counted into the client's counters (which the map's tickets then keep alive).
   scatter->set_counter(std::shared_ptr<std::atomic<uint64_t>>(impl->counters, &impl->counters->scatter_bytes));
-  st->scatter = std::move(scatter);
-  {
-    // Registered before the CRT can reserve the first part's buffer: reservations wait for this lock.
-    auto direct_lock = impl->pool->lock_direct();
-    st->launch(o, m, st);
-    std::lock_guard<std::mutex> lock(st->mu);
-    if (!st->finished) {
-      impl->pool->add_scatter(st->meta, st->scatter);
-      st->scatter_registered = st->meta;
-    }
-  }
+  st->scatter = scatter;
+  st->launch_receiving(o, m, st, PoolReceiver{nullptr, std::move(scatter)});
   return std::make_unique<GetStream>(st);
 }
 
@@ -557,16 +570,7 @@ std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;
   o.part_size = part_size;
-  {
-    // Registered before the CRT can reserve the first part's buffer: reservations wait for this lock.
-    auto direct_lock = impl_->pool->lock_direct();
-    st->launch(o, m, st);
-    std::lock_guard<std::mutex> lock(st->mu);
-    if (!st->finished) {
-      impl_->pool->add_direct(st->meta, &st->sink);
-      st->registered = st->meta;
-    }
-  }
+  st->launch_receiving(o, m, st, PoolReceiver{&st->sink, nullptr});
   return std::make_unique<DirectGet>(st);
 }
 

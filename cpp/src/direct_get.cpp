@@ -26,17 +26,6 @@ int DirectGet::State::on_body(const aws_byte_cursor *body, uint64_t range_start,
   return AWS_OP_SUCCESS;
 }
 
-void DirectGet::State::on_finished() {
-  // No reservation comes after the finish: the pool may forget the sink.
-  auto direct_lock = owner->pool->lock_direct();
-  if (registered) owner->pool->remove_direct(registered);
-  registered = nullptr;
-}
-
-DirectGet::State::~State() {
-  if (registered && owner && owner->pool && !forked_since(owner->pid)) owner->pool->remove_direct(registered);
-}
-
 namespace {
 
 S3Error incomplete(const DirectGet::State &st, uint64_t got) {

@@ -67,23 +67,7 @@ int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start,
   return AWS_OP_SUCCESS;
 }
 
-void GetStream::State::on_finished() {
-  // No reservation comes after the finish: the pool may forget the map.
-  unregister_scatter();
-}
-
-void GetStream::State::unregister_scatter() {
-  if (!scatter) return;
-  auto direct_lock = owner->pool->lock_direct();
-  if (scatter_registered) owner->pool->remove_scatter(scatter_registered);
-  scatter_registered = nullptr;
-}
-
-GetStream::State::~State() {
-  if (scatter_registered && owner && owner->pool && !forked_since(owner->pid)) {
-    owner->pool->remove_scatter(scatter_registered);
-  }
-}
+void GetStream::State::on_finished() {}
 
 void GetStream::State::settle_error(std::unique_lock<std::mutex> &lock) {
   if (settled || crt_error == 0) return;

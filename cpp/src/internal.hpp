@@ -76,9 +76,17 @@ struct RequestBase {
   int last_failed_status = 0;
   std::string last_failed_request_id;
 
+  // Registered with the pool's receivers (direct GETs, scattered streams) until the finish.
+  const aws_s3_meta_request *pool_registered = nullptr;
+
   // Fills the callbacks, user_data, endpoint and signing of `options`, makes the meta request.
   // `keep` (a shared_ptr to this) is held until the CRT's shutdown callback.
   void launch(aws_s3_meta_request_options &options, aws_http_message *message, std::shared_ptr<RequestBase> keep);
+  // launch() with `receiver` registered with the pool before the first part's buffer is reserved.
+  void launch_receiving(aws_s3_meta_request_options &options, aws_http_message *message,
+                        std::shared_ptr<RequestBase> keep, PoolReceiver receiver);
+  // No reservation comes after the finish: the pool may forget the receiver (idempotent).
+  void unregister();
   void wait_finished();
   S3Error error() const;  // build from the recorded result; call with finished == true
 
@@ -102,13 +110,10 @@ struct GetStream::State : RequestBase {
   uint64_t position = 0;  // next object offset for the consumer
   std::optional<uint64_t> object_size;
   bool closed = false;
-  std::shared_ptr<ScatterMap> scatter;               // set before launch, never changed
-  const aws_s3_meta_request *scatter_registered = nullptr;  // with the pool; under its direct lock
+  std::shared_ptr<ScatterMap> scatter;  // set before launch, never changed
   void on_headers(const aws_http_headers *headers, int status) override;
   int on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) override;
   void on_finished() override;
-  void unregister_scatter();
-  ~State() override;
   // Called with the lock held once the request finished with an error; may clear it (see .cpp).
   void settle_error(std::unique_lock<std::mutex> &lock);
   bool settled = false;
@@ -121,10 +126,7 @@ struct DirectGet::State : RequestBase {
   bool misplaced = false;                       // a part arrived elsewhere: redo as a stream
   bool cancelled = false;
   bool ok = false;                              // every byte is in the memory
-  const aws_s3_meta_request *registered = nullptr;  // with the pool; under its direct lock
   int on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) override;
-  void on_finished() override;
-  ~State() override;
 };
 
 struct PutStream::State : RequestBase {

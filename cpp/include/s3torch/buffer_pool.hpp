@@ -69,13 +69,13 @@ struct ScatterRange {
 // which the consumer skips. Called on CRT threads for every body fragment of the stream's parts.
 class ScatterMap {
  public:
-  // `ranges` must be sorted and disjoint; `counter` (may be null) adds up the bytes scattered.
-  ScatterMap(std::vector<ScatterRange> ranges, std::shared_ptr<std::atomic<uint64_t>> counter = nullptr);
+  explicit ScatterMap(std::vector<ScatterRange> ranges);  // sorted and disjoint
   // `data` holds object bytes [offset, offset + n); bytes outside the ranges go to part[0, n).
   void write(uint64_t offset, const uint8_t *data, size_t n, uint8_t *part);
   // After this returns no byte is written to a destination again (they go to the part buffer).
   void revoke();
   const std::vector<ScatterRange> &ranges() const { return ranges_; }
+  // Adds up the bytes scattered there (set before the GET starts).
   void set_counter(std::shared_ptr<std::atomic<uint64_t>> counter) { counter_ = std::move(counter); }
 
  private:
@@ -83,6 +83,13 @@ class ScatterMap {
   bool revoked_ = false;
   std::vector<ScatterRange> ranges_;
   std::shared_ptr<std::atomic<uint64_t>> counter_;
+};
+
+// Where the parts of one registered GET go instead of ordinary pool buffers: into caller memory in
+// part order (DirectGet), or into pool buffers that append through a ScatterMap (GetStream).
+struct PoolReceiver {
+  DirectSink *sink = nullptr;
+  std::shared_ptr<ScatterMap> scatter;
 };
 
 // Tests only: hand out direct slices from the end backwards, so that parts land in the wrong place
@@ -105,15 +112,11 @@ class BufferPool {
  public:
   virtual ~BufferPool() = default;
   virtual PoolStats stats() const = 0;
-  // Registration of direct GETs. Hold lock_direct() across making the meta request and add_direct,
-  // so that its first reservation (on a CRT thread) cannot run before the registration.
-  virtual std::unique_lock<std::recursive_mutex> lock_direct() = 0;
-  virtual void add_direct(const aws_s3_meta_request *meta, DirectSink *sink) = 0;  // lock held
-  virtual void remove_direct(const aws_s3_meta_request *meta) = 0;
-  // Same for GET streams with a ScatterMap: their part buffers are pool memory, as usual, but
-  // append through the map (held by every ticket, so it outlives the parts).
-  virtual void add_scatter(const aws_s3_meta_request *meta, std::shared_ptr<ScatterMap> map) = 0;  // lock held
-  virtual void remove_scatter(const aws_s3_meta_request *meta) = 0;
+  // Registration of a GET's receiver. Hold lock_receivers() across making the meta request and
+  // add_receiver, so that its first reservation (on a CRT thread) cannot run before the registration.
+  virtual std::unique_lock<std::recursive_mutex> lock_receivers() = 0;
+  virtual void add_receiver(const aws_s3_meta_request *meta, PoolReceiver receiver) = 0;  // lock held
+  virtual void remove_receiver(const aws_s3_meta_request *meta) = 0;
 };
 
 }  // namespace s3torch
