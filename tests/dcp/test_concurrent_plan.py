@@ -69,16 +69,13 @@ def _stream(sizes: List[int], first: int = 0) -> ChunkStream:
 
 
 def _cursor(sizes: List[int], start: int = 1000) -> _Cursor:
-    return _Cursor([(_stream(sizes), start, start + sum(sizes))], start, "test")
+    return _Cursor([(_stream(sizes), start + sum(sizes))], start, "test")
 
 
 def _split_cursor(cut: int, total: int, start: int = 1000) -> _Cursor:
     """DATA[:total] served by two streams, the second from offset ``cut`` on (as _segments splits)."""
     return _Cursor(
-        [
-            (_stream([3, cut - 3]), start, start + cut),
-            (_stream([7, total - cut - 7], cut), start + cut, start + total),
-        ],
+        [(_stream([3, cut - 3]), start + cut), (_stream([7, total - cut - 7], cut), start + total)],
         start,
         "test",
     )
@@ -122,7 +119,7 @@ def test_cursor_moves_across_segments() -> None:
 def test_a_short_first_segment_is_an_error_not_a_shift() -> None:
     # The first stream ends 5 bytes early: the cursor must not read the second stream's bytes as if
     # they were the missing ones.
-    cur = _Cursor([(_stream([15]), 1000, 1020), (_stream([40], 20), 1020, 1060)], 1000, "test")
+    cur = _Cursor([(_stream([15]), 1020), (_stream([40], 20), 1060)], 1000, "test")
     with pytest.raises(_StreamEnded):
         cur.read_bytes(30)
 

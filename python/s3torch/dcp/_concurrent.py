@@ -66,17 +66,17 @@ class _StreamEnded(Exception):
 
 
 class _Cursor:
-    """Forward-only reader over a task's GetObjectStreams, with peeks that consume nothing.
+    """Forward-only reader over consecutive GetObjectStreams, with peeks that consume nothing.
 
-    ``segments`` are (stream, start, end), consecutive in object order. Everything runs in the
-    native streams with the GIL released: ``peek`` copies a few header bytes, ``skip_to`` drops
-    bytes (scattered ones included), ``read_into`` is the one copy from the part buffers into the
-    caller's memory.
+    ``segments`` are (stream, end offset) in object order, each stream starting where the previous
+    one ends. Everything runs in the native streams with the GIL released: ``peek`` copies a few
+    header bytes, ``skip_to`` drops bytes (scattered ones too), ``read_into`` is the one copy from
+    the part buffers into the caller's memory.
     """
 
     __slots__ = ("_segments", "_index", "pos", "_what")
 
-    def __init__(self, segments: Sequence[Tuple[Any, int, int]], start: int, what: str) -> None:
+    def __init__(self, segments: Sequence[Tuple[Any, int]], start: int, what: str) -> None:
         self._segments = list(segments)
         self._index = 0
         self.pos = start  # object offset of the next byte we hand out
@@ -85,41 +85,37 @@ class _Cursor:
     def _ended(self, need: int) -> _StreamEnded:
         return _StreamEnded(f"{self._what}: stream ended at offset {self.pos} ({need} more bytes needed)")
 
-    def _advance(self) -> Tuple[Any, int, int]:
-        """The segment holding ``pos``, or the last one."""
-        segments = self._segments
-        while self._index < len(segments) - 1 and self.pos >= segments[self._index][2]:
-            self._index += 1
-        return cast(Tuple[Any, int, int], segments[self._index])
-
     def _stream(self) -> Tuple[Any, int]:
-        """The stream holding ``pos`` and how many of its bytes are left (<= 0: no stream left)."""
-        stream, _, end = self._advance()
+        """The stream holding ``pos`` and how many of its bytes are left (0: no stream left)."""
+        while self._index < len(self._segments) - 1 and self.pos >= self._segments[self._index][1]:
+            self._index += 1
+        stream, end = self._segments[self._index]
         return stream, end - self.pos
 
     def peek(self, n: int) -> bytes:
-        """The next ``n`` bytes without consuming them (fewer only at the end)."""
+        """The next ``n`` bytes without consuming them (fewer only at the end of the stream)."""
         stream, left = self._stream()
         if n <= left or self._index == len(self._segments) - 1:
             return cast(bytes, stream.peek(n))
         out = bytearray(stream.peek(left))  # a header across a segment boundary: rare, small
-        for nxt, start, end in self._segments[self._index + 1 :]:
+        for nxt, _ in self._segments[self._index + 1 :]:
             if len(out) >= n:
                 break
-            out += nxt.peek(min(n - len(out), end - start))
+            out += nxt.peek(n - len(out))
         return bytes(out)
 
     def skip_to(self, offset: int) -> None:
-        if offset < self.pos:
+        n = offset - self.pos
+        if n < 0:
             raise AssertionError(f"{self._what}: cannot seek back from {self.pos} to {offset}")
-        while self.pos < offset:
-            stream, _, end = self._advance()
-            left = end - self.pos
-            want = min(offset - self.pos, left) if left > 0 else offset - self.pos
+        while n:
+            stream, left = self._stream()
+            want = min(n, left) if left > 0 else n
             got = stream.skip(want)
             self.pos += got
+            n -= got
             if got < want:
-                raise self._ended(offset - self.pos)
+                raise self._ended(n)
 
     def read_into(self, dest: memoryview) -> None:
         """Fills ``dest`` completely with the next bytes."""
@@ -397,15 +393,12 @@ class ConcurrentPlanLoader:
         what = f"s3://{task.bucket}/{task.key}[{task.start}:{task.end}]"
         holes = self._plan_holes(task)
         # Every stream starts now, so the aligned bulk downloads while the heads are consumed.
-        streams: List[Tuple[Any, int, int]] = []
+        streams: List[Tuple[Any, int]] = []
         try:
             for a, b in _segments(task.start, task.end, self._align_bytes):
                 pairs = [p for p in (h.scatter(a, b) for h in holes) if p is not None]
-                if pairs:
-                    stream = self._client.get_object_stream(task.bucket, task.key, a, b, scatter=pairs)
-                else:
-                    stream = self._client.get_object_stream(task.bucket, task.key, a, b)
-                streams.append((stream, a, b))
+                stream = self._client.get_object_stream(task.bucket, task.key, a, b, scatter=pairs or None)
+                streams.append((stream, b))
             with self._stats_lock:
                 self.stats.get_requests += len(streams)
                 self._open_streams += 1
@@ -429,7 +422,7 @@ class ConcurrentPlanLoader:
                     self._open_streams -= 1
         finally:
             # Failed or cancelled: closing stops every write into the tensors at once.
-            for stream, _, _ in streams:
+            for stream, _ in streams:
                 stream.close()
 
     def _parse_head(self, task: _Task, cursor: _Cursor, rng: _Range, limit: int) -> Optional[ArchiveHead]:
@@ -582,8 +575,7 @@ class ConcurrentPlanLoader:
     def _refetch_generic(self, task: _Task, rng: _Range, target: torch.Tensor) -> None:
         stream = self._client.get_object_stream(task.bucket, task.key, rng.start, rng.end)
         try:
-            cursor = _Cursor([(stream, rng.start, rng.end)], rng.start, task.key)
-            data = cursor.read_bytes(rng.end - rng.start)
+            data = _Cursor([(stream, rng.end)], rng.start, task.key).read_bytes(rng.end - rng.start)
         finally:
             stream.close()
         with self._stats_lock:

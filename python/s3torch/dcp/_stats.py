@@ -79,8 +79,6 @@ class SaveStats:
 # Counters of S3Client.stats() (native client, per S3Client).
 RETRIES = "failed_attempts"
 GET_STREAMS = "get_streams"
-DIRECT_GETS = "direct_gets"
-DIRECT_BYTES = "direct_bytes"
 SCATTER_BYTES = "scatter_bytes"
 PUT_STREAMS = "put_streams"
 HTTP_REQUESTS = "http_requests"

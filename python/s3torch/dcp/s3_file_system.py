@@ -441,10 +441,8 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
             stats.bytes_fetched = fetched
         gets = _stats.counter_delta(before, after, _stats.GET_STREAMS)
         if gets is not None:
-            stats.get_requests = gets + (_stats.counter_delta(before, after, _stats.DIRECT_GETS) or 0)
-        stats.direct_bytes = (_stats.counter_delta(before, after, _stats.DIRECT_BYTES) or 0) + (
-            _stats.counter_delta(before, after, _stats.SCATTER_BYTES) or 0
-        )
+            stats.get_requests = gets
+        stats.direct_bytes = _stats.counter_delta(before, after, _stats.SCATTER_BYTES) or 0
         stats.http_requests = _stats.counter_delta(before, after, _stats.HTTP_REQUESTS)
         stats.retries = _stats.counter_delta(before, after, _stats.RETRIES)
         stats.seconds = time.perf_counter() - t0
