@@ -317,6 +317,7 @@ NB_MODULE(_core, m) {
              d["peak_bytes"] = s.peak_bytes;
              d["mapped_bytes"] = s.mapped_bytes;
              d["locked_bytes"] = s.locked_bytes;
+             d["resident_bytes"] = s.resident_bytes;
              d["forced_bytes"] = s.forced_bytes;
              d["pending_reservations"] = s.pending_reservations;
              d["tickets_granted"] = s.tickets_granted;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -42,7 +43,19 @@ Mapping map_bytes(size_t bytes) {
   void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return {};
   // Best effort: mlock fails beyond RLIMIT_MEMLOCK; the buffer then is ordinary pageable memory.
-  bool locked = mlock(p, bytes) == 0;
+  // Lock on fault: a page is locked when first written, not all at once here. Faulting in a whole
+  // slab up front cost a 100 MB load about 15 ms, and with scatter most of a part buffer is never
+  // written (its bytes go straight to their tensors). CUDA host registration pins every page anyway.
+  bool locked = false;
+#ifdef MLOCK_ONFAULT
+  if (mlock2(p, bytes, MLOCK_ONFAULT) == 0) {
+    locked = true;
+  } else if (errno == EINVAL || errno == ENOSYS) {
+    locked = mlock(p, bytes) == 0;  // a kernel older than 4.4
+  }
+#else
+  locked = mlock(p, bytes) == 0;
+#endif
   return Mapping{static_cast<uint8_t *>(p), bytes, locked};
 }
 
@@ -139,6 +152,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     std::lock_guard<std::mutex> lock(mu_);
     PoolStats s = stats_;
     s.pending_reservations = pending_.size();
+    s.resident_bytes = resident_slab_bytes_locked();
     return s;
   }
 
@@ -361,6 +375,19 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       if (!slab->free.empty()) return slab.get();
     }
     return nullptr;
+  }
+
+  // Slab pages in RAM (mincore): what the pool really costs, since pages fault in on first write.
+  uint64_t resident_slab_bytes_locked() const {
+    const size_t page = page_size();
+    uint64_t pages = 0;
+    std::vector<unsigned char> vec;
+    for (auto &slab : slabs_) {
+      vec.resize(slab->map.bytes / page);
+      if (mincore(slab->map.base, slab->map.bytes, vec.data()) != 0) continue;
+      for (unsigned char v : vec) pages += v & 1;
+    }
+    return pages * page;
   }
 
   void add_slab_locked(const Mapping &m, size_t count) {

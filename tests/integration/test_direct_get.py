@@ -198,6 +198,27 @@ def test_scattered_bytes_land_and_the_rest_streams(server, bucket, make_client, 
     assert after["scatter_tickets"] > before["scatter_tickets"]
 
 
+def test_pool_pages_fault_in_only_where_written(server, bucket, make_client, data):
+    """Slabs are locked on fault, not up front: a part buffer whose bytes were all scattered never
+    becomes resident, one that a plain stream filled does."""
+    _put(make_client(server), bucket, "obj", data)  # uploads fill part buffers: another client's
+    client = make_client(server)
+    assert client.stats()["resident_bytes"] == 0
+    dest = bytearray(len(data))
+    stream = client.get_object_stream(bucket, "obj", 0, len(data), scatter=[(0, dest)])
+    assert stream.skip(len(data)) == len(data)
+    assert dest == data
+    stats = client.stats()
+    assert stats["mapped_bytes"] >= 8 * MiB  # part buffers were taken from a slab...
+    assert stats["resident_bytes"] == 0  # ...and not one of their pages was touched
+    if stats["mlock_ok"]:
+        assert stats["locked_bytes"] == stats["mapped_bytes"]
+    assert client.get_object_stream(bucket, "obj", 0, len(data)).read() == data
+    stats = client.stats()
+    # Each part buffer the plain stream filled is now resident: 8 MiB parts, the last one 5 MiB.
+    assert 8 * MiB <= stats["resident_bytes"] <= stats["mapped_bytes"]
+
+
 def test_scatter_into_a_tensor(seaweed_server, seaweed_bucket, make_client, data):
     client = make_client(seaweed_server)
     _put(client, seaweed_bucket, "obj", data)

@@ -2,7 +2,8 @@
 // Part-buffer pool plugged into aws-c-s3 (s3_buffer_pool.h).
 //
 // Buffers of the client's part size are carved from large page-aligned slabs (mmap), locked with mlock
-// when RLIMIT_MEMLOCK allows, so that registering a slab with CUDA makes its buffers true pinned memory.
+// when RLIMIT_MEMLOCK allows (on fault: each page is locked when first written), so that registering
+// a slab with CUDA makes its buffers true pinned memory.
 // Other sizes get their own mapping. A hard byte limit bounds what is reserved: a reservation that does
 // not fit waits (FIFO) until a ticket is released, so a slow consumer stalls the download instead of
 // growing memory. Tickets keep the pool alive, so chunks may outlive the client.
@@ -27,7 +28,8 @@ struct PoolStats {
   uint64_t in_use_bytes = 0;     // tickets whose buffer was claimed
   uint64_t peak_bytes = 0;       // highest reserved_bytes seen
   uint64_t mapped_bytes = 0;     // memory currently mapped for buffers (slabs + odd sizes)
-  uint64_t locked_bytes = 0;     // of mapped_bytes, locked with mlock
+  uint64_t locked_bytes = 0;     // of mapped_bytes, locked with mlock (each page once first written)
+  uint64_t resident_bytes = 0;   // slab pages in RAM: written at least once
   uint64_t forced_bytes = 0;     // reservations that could not wait (uploads) granted beyond the limit
   uint64_t pending_reservations = 0;
   uint64_t tickets_granted = 0;
