@@ -158,7 +158,8 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
 
   aws_future_s3_buffer_ticket *reserve(const aws_s3_buffer_pool_reserve_meta &meta) {
     aws_future_s3_buffer_ticket *future = aws_future_s3_buffer_ticket_new(allocator_);
-    if (aws_s3_buffer_ticket *direct = grant_direct(meta)) {  // caller memory: no limit applies
+    std::shared_ptr<ScatterMap> scatter;
+    if (aws_s3_buffer_ticket *direct = route(meta, scatter)) {  // caller memory: no limit applies
       aws_future_s3_buffer_ticket_set_result_by_move(future, &direct);
       return future;
     }
@@ -166,7 +167,6 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_S3_PART_SIZE_EXCEEDS_MEMORY_LIMIT);
       return future;
     }
-    std::shared_ptr<ScatterMap> scatter = scatter_of(meta.meta_request);
     aws_s3_buffer_ticket *granted = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -316,21 +316,19 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     std::shared_ptr<ScatterMap> scatter;
   };
 
-  std::shared_ptr<ScatterMap> scatter_of(const aws_s3_meta_request *meta) {
-    if (!kScatterSupported) return nullptr;
-    std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
-    auto it = receivers_.find(meta);
-    return it == receivers_.end() ? nullptr : it->second.scatter;
-  }
-
-  // A ticket onto the next slice of a registered DirectSink, or null (not registered, or full).
-  aws_s3_buffer_ticket *grant_direct(const aws_s3_buffer_pool_reserve_meta &meta) {
+  // The registered receiver of the reservation's GET, if any: a ticket onto the next slice of its
+  // DirectSink (null once the sink is full), or the stream's ScatterMap in `scatter`.
+  aws_s3_buffer_ticket *route(const aws_s3_buffer_pool_reserve_meta &meta, std::shared_ptr<ScatterMap> &scatter) {
     uint8_t *data = nullptr;
     {
       std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
       auto it = receivers_.find(meta.meta_request);
-      if (it == receivers_.end() || !it->second.sink) return nullptr;
+      if (it == receivers_.end()) return nullptr;
       DirectSink *sink = it->second.sink;
+      if (!sink) {
+        scatter = it->second.scatter;
+        return nullptr;
+      }
       if (sink->assigned + meta.size > sink->size) return nullptr;
       uint64_t offset = g_direct_fault ? sink->size - sink->assigned - meta.size : sink->assigned;
       data = sink->base + offset;

@@ -173,7 +173,7 @@ std::string header_value(const aws_http_headers *headers, const char *name) {
 RequestBase::~RequestBase() {
   if (!owner || forked_since(owner->pid)) return;
   if (endpoint_set) aws_uri_clean_up(&endpoint);
-  if (pool_registered) owner->pool->remove_receiver(pool_registered);
+  if (pool_registered) unregister();  // the last reference: nothing else can change it now
 }
 
 void RequestBase::launch_receiving(aws_s3_meta_request_options &options, aws_http_message *message,
@@ -403,11 +403,7 @@ std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &i
                                           const char *method, const std::string &bucket,
                                           const std::string &key, const std::string &query,
                                           const std::vector<std::pair<std::string, std::string>> &headers) {
-  auto req = std::make_shared<SimpleRequest>();
-  req->owner = impl;
-  req->operation = operation;
-  req->bucket = bucket;
-  req->key = key;
+  auto req = new_request<SimpleRequest>(impl, operation, bucket, key);
   Target t = impl->target(bucket, key);
   if (!query.empty()) t.path += "?" + query;
   aws_http_message *m = impl->new_message(method, t);
@@ -518,11 +514,7 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
       prev = r.end;
     }
   }
-  auto st = std::make_shared<GetStream::State>();
-  st->owner = impl;
-  st->operation = "GetObject";
-  st->bucket = bucket;
-  st->key = key;
+  auto st = new_request<GetStream::State>(impl, "GetObject", bucket, key);
   st->start = start;
   st->end = end;
   st->position = start.value_or(0);
@@ -552,11 +544,7 @@ std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std
                                             uint64_t end, uint8_t *dst, uint64_t part_size) {
   check_range(start, end);
   if (!impl_->pool) throw UsageError("get_into needs the client's part-buffer pool");
-  auto st = std::make_shared<DirectGet::State>();
-  st->owner = impl_;
-  st->operation = "GetObject";
-  st->bucket = bucket;
-  st->key = key;
+  auto st = new_request<DirectGet::State>(impl_, "GetObject", bucket, key);
   st->start = start;
   st->sink.base = dst;
   st->sink.size = end - start;
@@ -576,11 +564,7 @@ std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std
 
 std::unique_ptr<PutStream> Client::put(const std::string &bucket, const std::string &key,
                                        const std::string &storage_class) {
-  auto st = std::make_shared<PutStream::State>();
-  st->owner = impl_;
-  st->operation = "PutObject";
-  st->bucket = bucket;
-  st->key = key;
+  auto st = new_request<PutStream::State>(impl_, "PutObject", bucket, key);
   impl_->counters->put_streams++;
   Target t = impl_->target(bucket, key);
   aws_http_message *m = impl_->new_message("PUT", t);

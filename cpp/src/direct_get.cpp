@@ -42,11 +42,7 @@ S3Error incomplete(const DirectGet::State &st, uint64_t got) {
 DirectGet::DirectGet(std::shared_ptr<State> state) : st_(std::move(state)) {}
 
 DirectGet::~DirectGet() {
-  if (forked_since(st_->owner->pid)) {
-    // Leak: the CRT threads that own this request do not exist in a forked child.
-    new std::shared_ptr<State>(std::move(st_));
-    return;
-  }
+  if (leak_if_forked(st_)) return;
   cancel();
 }
 

@@ -97,11 +97,7 @@ void GetStream::State::settle_error(std::unique_lock<std::mutex> &lock) {
 GetStream::GetStream(std::shared_ptr<State> state) : st_(std::move(state)) {}
 
 GetStream::~GetStream() {
-  if (forked_since(st_->owner->pid)) {
-    // Leak: the CRT threads that own this request do not exist in a forked child.
-    new std::shared_ptr<State>(std::move(st_));
-    return;
-  }
+  if (leak_if_forked(st_)) return;
   close();
   if (st_->meta) aws_s3_meta_request_release(st_->meta);
 }

@@ -135,6 +135,27 @@ struct PutStream::State : RequestBase {
   bool aborted = false;
 };
 
+// A request's state with its identity filled in (the owner keeps the client alive for callbacks).
+template <class State>
+std::shared_ptr<State> new_request(const std::shared_ptr<Client::Impl> &impl, const char *operation,
+                                   const std::string &bucket, const std::string &key) {
+  auto st = std::make_shared<State>();
+  st->owner = impl;
+  st->operation = operation;
+  st->bucket = bucket;
+  st->key = key;
+  return st;
+}
+
+// In a forked child the CRT threads that own a request do not exist: its state is leaked, never
+// touched. Returns whether it was (the caller's destructor then does nothing more).
+template <class State>
+bool leak_if_forked(std::shared_ptr<State> &st) {
+  if (!forked_since(st->owner->pid)) return false;
+  new std::shared_ptr<State>(std::move(st));
+  return true;
+}
+
 std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &impl, const char *operation,
                                           const char *method, const std::string &bucket,
                                           const std::string &key, const std::string &query,

@@ -11,10 +11,7 @@ namespace s3torch {
 PutStream::PutStream(std::shared_ptr<State> state) : st_(std::move(state)) {}
 
 PutStream::~PutStream() {
-  if (forked_since(st_->owner->pid)) {
-    new std::shared_ptr<State>(std::move(st_));  // leak, see GetStream
-    return;
-  }
+  if (leak_if_forked(st_)) return;
   try {
     abort();  // dropped without close(): no object may appear
   } catch (...) {
