@@ -26,6 +26,20 @@ def _put(client, bucket: str, key: str, payload: bytes) -> None:
         writer.write(payload)
 
 
+@pytest.fixture
+def behind_fault(seaweed_server, seaweed_bucket, make_client, proxy_factory):
+    """``behind_fault(payload, fault, **config) -> (client, fault)``: "obj" in ``seaweed_bucket``
+    holds ``payload``; the client's requests pass a proxy that injects ``fault``."""
+
+    def make(payload: bytes, fault: Fault, **config):
+        _put(make_client(seaweed_server), seaweed_bucket, "obj", payload)
+        proxy = proxy_factory(seaweed_server)
+        fault = proxy.add_fault(fault)
+        return make_client(seaweed_server, endpoint=proxy.endpoint, **config), fault
+
+    return make
+
+
 @pytest.mark.parametrize(
     ("start", "length", "part_size"),
     [
@@ -116,15 +130,9 @@ def test_cancel_and_drop_while_running(seaweed_server, seaweed_bucket, make_clie
 
 
 @pytest.mark.parametrize("action", [respond(500), reset(after_bytes=3 * MiB)], ids=["500", "reset-mid-body"])
-def test_a_failed_part_is_retried_in_place(
-    seaweed_server, seaweed_bucket, make_client, proxy_factory, data, action
-):
-    setup = make_client(seaweed_server)
-    _put(setup, seaweed_bucket, "obj", data)
-    proxy = proxy_factory(seaweed_server)
+def test_a_failed_part_is_retried_in_place(seaweed_bucket, behind_fault, data, action):
     # The second part request fails once; its retry must rewrite the same bytes of the buffer.
-    fault = proxy.add_fault(Fault(action, method="GET", path="/obj", nth=2, times=1))
-    client = make_client(seaweed_server, endpoint=proxy.endpoint)
+    client, fault = behind_fault(data, Fault(action, method="GET", path="/obj", nth=2, times=1))
     buf = bytearray(len(data))
     client.get_object_into(seaweed_bucket, "obj", 0, buf).wait()
     assert fault.fired == 1
@@ -134,14 +142,10 @@ def test_a_failed_part_is_retried_in_place(
     assert stats["direct_fallbacks"] == 0
 
 
-def test_a_server_that_keeps_failing_gives_its_status(
-    seaweed_server, seaweed_bucket, make_client, proxy_factory, data
-):
-    setup = make_client(seaweed_server)
-    _put(setup, seaweed_bucket, "obj", data[:MiB])
-    proxy = proxy_factory(seaweed_server)
-    proxy.add_fault(Fault(respond(503), method="GET", path="/obj", times=None))
-    client = make_client(seaweed_server, endpoint=proxy.endpoint, max_attempts=2)
+def test_a_server_that_keeps_failing_gives_its_status(seaweed_bucket, behind_fault, data):
+    client, _ = behind_fault(
+        data[:MiB], Fault(respond(503), method="GET", path="/obj", times=None), max_attempts=2
+    )
     with pytest.raises(S3Exception) as info:
         client.get_object_into(seaweed_bucket, "obj", 0, bytearray(MiB)).wait()
     assert info.value.status == 503
@@ -269,14 +273,8 @@ def test_closing_a_scatter_stream_stops_writes_at_once(seaweed_server, seaweed_b
 
 
 @pytest.mark.parametrize("action", [respond(500), reset(after_bytes=3 * MiB)], ids=["500", "reset-mid-body"])
-def test_a_failed_part_is_retried_into_the_same_memory(
-    seaweed_server, seaweed_bucket, make_client, proxy_factory, data, action
-):
-    setup = make_client(seaweed_server)
-    _put(setup, seaweed_bucket, "obj", data)
-    proxy = proxy_factory(seaweed_server)
-    fault = proxy.add_fault(Fault(action, method="GET", path="/obj", nth=2, times=1))
-    client = make_client(seaweed_server, endpoint=proxy.endpoint)
+def test_a_failed_part_is_retried_into_the_same_memory(seaweed_bucket, behind_fault, data, action):
+    client, fault = behind_fault(data, Fault(action, method="GET", path="/obj", nth=2, times=1))
     buf = bytearray(18 * MiB)
     stream = client.get_object_stream(seaweed_bucket, "obj", 0, len(data), scatter=[(MiB, buf)])
     assert _read_around(stream, 0, len(data), [(MiB, 19 * MiB)]) == data[:MiB] + data[19 * MiB :]
@@ -285,14 +283,10 @@ def test_a_failed_part_is_retried_into_the_same_memory(
     assert client.stats()["failed_attempts"] >= 1
 
 
-def test_a_scatter_stream_from_a_failing_server_gives_its_status(
-    seaweed_server, seaweed_bucket, make_client, proxy_factory, data
-):
-    setup = make_client(seaweed_server)
-    _put(setup, seaweed_bucket, "obj", data[: 2 * MiB])
-    proxy = proxy_factory(seaweed_server)
-    proxy.add_fault(Fault(respond(503), method="GET", path="/obj", times=None))
-    client = make_client(seaweed_server, endpoint=proxy.endpoint, max_attempts=2)
+def test_a_scatter_stream_from_a_failing_server_gives_its_status(seaweed_bucket, behind_fault, data):
+    client, _ = behind_fault(
+        data[: 2 * MiB], Fault(respond(503), method="GET", path="/obj", times=None), max_attempts=2
+    )
     stream = client.get_object_stream(seaweed_bucket, "obj", 0, 2 * MiB, scatter=[(10, bytearray(MiB))])
     with pytest.raises(S3Exception) as info:
         stream.skip(2 * MiB)
