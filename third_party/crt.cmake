@@ -7,6 +7,24 @@
 #    cache directory keyed by version, compiler and our edits to the sources (in s2n and aws-c-s3, see below),
 #    so that later builds (and fresh build dirs) reuse it. No third-party source is committed.
 
+# Our sources use the ticket-append entry (scatter) only when the CRT found has it: decided from the
+# header actually compiled against, not from how it was found.
+function(_s3torch_detect_ticket_append)
+  set(_has OFF)
+  get_target_property(_incs AWS::aws-c-s3 INTERFACE_INCLUDE_DIRECTORIES)
+  foreach(_inc IN LISTS _incs)
+    if(EXISTS "${_inc}/aws/s3/s3_buffer_pool.h")
+      file(READ "${_inc}/aws/s3/s3_buffer_pool.h" _hdr)
+      string(FIND "${_hdr}" "s3torch: optional. Appends" _at)
+      if(NOT _at EQUAL -1)
+        set(_has ON)
+      endif()
+    endif()
+  endforeach()
+  message(STATUS "s3torch: ticket-append (scatter) support: ${_has}")
+  set(S3TORCH_CRT_TICKET_APPEND ${_has} PARENT_SCOPE)
+endfunction()
+
 option(S3TORCH_USE_SYSTEM_CRT "Use an installed AWS CRT when find_package finds one" ON)
 set(S3TORCH_CRT_VERSION "0.38.0" CACHE STRING "awscrt source distribution version to build")
 
@@ -23,14 +41,15 @@ string(MD5 _crt_key "${S3TORCH_CRT_VERSION};${_crt_edits};${CMAKE_C_COMPILER_ID}
 string(SUBSTRING "${_crt_key}" 0 10 _crt_key)
 set(_crt_prefix "${_crt_cache_root}/crt-${S3TORCH_CRT_VERSION}-${_crt_key}")
 
-# A build dir configured earlier may have cached the package dirs of an older bundled build (another
-# version or set of edits): forget those, or find_package below would keep using it.
+# A build dir configured earlier has cached the package dirs of a bundled build (this one, or an older
+# version or set of edits): forget them all. Otherwise the search for an installed CRT below would find
+# our own bundled build through the cache and take it for an installed one, and a re-run of setup.sh
+# would silently build without the bundled-only features.
 get_cmake_property(_cache_vars CACHE_VARIABLES)
 foreach(_var IN LISTS _cache_vars)
   if(_var MATCHES "_DIR$")
     string(FIND "${${_var}}" "${_crt_cache_root}/crt-" _in_cache)
-    string(FIND "${${_var}}" "${_crt_prefix}/" _in_current)
-    if(_in_cache EQUAL 0 AND NOT _in_current EQUAL 0)
+    if(_in_cache EQUAL 0)
       unset(${_var} CACHE)
     endif()
   endif()
@@ -40,6 +59,7 @@ if(S3TORCH_USE_SYSTEM_CRT)
   find_package(aws-c-s3 CONFIG QUIET)
   if(aws-c-s3_FOUND)
     message(STATUS "s3torch: using installed AWS CRT from ${aws-c-s3_DIR}")
+    _s3torch_detect_ticket_append()
     return()
   endif()
 endif()
@@ -149,8 +169,10 @@ if(NOT EXISTS "${_crt_prefix}/.complete")
   file(REMOVE_RECURSE "${_work}")
 endif()
 
-# Our sources use the ticket-append entry only when it exists (not in an installed CRT).
-set(S3TORCH_CRT_TICKET_APPEND ON)
 list(PREPEND CMAKE_PREFIX_PATH "${_crt_prefix}")
 find_package(aws-c-s3 CONFIG REQUIRED PATHS "${_crt_prefix}" NO_DEFAULT_PATH)
 message(STATUS "s3torch: using AWS CRT ${S3TORCH_CRT_VERSION} from ${_crt_prefix}")
+_s3torch_detect_ticket_append()
+if(NOT S3TORCH_CRT_TICKET_APPEND)
+  message(FATAL_ERROR "s3torch: the bundled AWS CRT in ${_crt_prefix} lacks the ticket-append edit")
+endif()
