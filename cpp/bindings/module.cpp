@@ -1,6 +1,7 @@
 // nanobind bindings only: no logic lives here, beyond moving buffers and the GIL across the boundary.
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/unique_ptr.h>
@@ -12,6 +13,7 @@
 
 #include "s3torch/buffer_pool.hpp"
 #include "s3torch/client.hpp"
+#include "s3torch/crt_log.hpp"
 #include "s3torch/direct_get.hpp"
 #include "s3torch/error.hpp"
 #include "s3torch/get_stream.hpp"
@@ -102,6 +104,24 @@ NB_MODULE(_core, m) {
     }
   });
 
+  m.def("set_crt_log_level", &set_crt_log_level, nb::arg("level"),
+        "Level of the CRT messages queued for Python's logging (aws_log_level: 0 none ... 6 trace)");
+  m.def("crt_log_level", &crt_log_level);
+  m.def("crt_log_dropped", &crt_log_dropped, "CRT messages dropped because the queue was full");
+  m.def(
+      "wait_crt_log_records",
+      [](int timeout_ms) {
+        std::vector<LogRecord> records;
+        {
+          nb::gil_scoped_release release;
+          records = wait_crt_log_records(timeout_ms);
+        }
+        nb::list out;
+        for (auto &r : records) out.append(nb::make_tuple(r.level, r.subject, r.message));
+        return out;
+      },
+      nb::arg("timeout_ms"), "Queued CRT messages as (level, subject, text), waiting up to timeout_ms for one");
+
   m.def("default_memory_limit", &aws_s3_default_memory_limit_for_throughput, nb::arg("throughput_target_gbps"),
         "The CRT's part-buffer memory limit for a throughput target when none is configured");
 
@@ -187,8 +207,21 @@ NB_MODULE(_core, m) {
 
   m.attr("SCATTER") = kScatterSupported;
 
+  nb::class_<EtagPin>(m, "EtagPin",
+                      "The object version (ETag) that the GETs given this pin must all read: the first "
+                      "response's, then sent as If-Match")
+      .def(nb::init<>())
+      .def_prop_ro("etag", [](const EtagPin &p) -> std::optional<std::string> {
+        std::string e = p.get();
+        if (e.empty()) return std::nullopt;
+        return e;
+      });
+
   m.def("_set_direct_placement_fault", &set_direct_placement_fault, nb::arg("on"),
         "Tests only: make direct GETs' parts land at wrong offsets (they must fall back)");
+
+  m.def("_set_map_failures", &set_map_failures, nb::arg("count"),
+        "Tests only: the next `count` part-buffer mappings fail (their requests must fail cleanly)");
 
   nb::class_<PutStream>(m, "PutObjectStream")
       .def(
@@ -212,7 +245,7 @@ NB_MODULE(_core, m) {
           "__init__",
           [](Client *self, const std::string &region, const std::string &endpoint, const std::string &user_agent_prefix,
              const std::string &profile, double throughput_target_gbps, uint64_t part_size, bool unsigned_requests,
-             bool force_path_style, uint32_t max_attempts, uint64_t memory_limit_bytes) {
+             bool force_path_style, uint32_t max_attempts, uint64_t memory_limit_bytes, uint32_t read_timeout_s) {
             ClientConfig c;
             c.region = region;
             c.endpoint = endpoint;
@@ -224,19 +257,20 @@ NB_MODULE(_core, m) {
             c.force_path_style = force_path_style;
             c.max_attempts = max_attempts;
             c.memory_limit_bytes = memory_limit_bytes;
+            c.read_timeout_s = read_timeout_s;
             new (self) Client(std::move(c));
           },
           nb::arg("region"), nb::arg("endpoint") = "", nb::arg("user_agent_prefix") = "", nb::arg("profile") = "",
           nb::arg("throughput_target_gbps") = 10.0, nb::arg("part_size") = 8ull << 20,
           nb::arg("unsigned") = false, nb::arg("force_path_style") = false, nb::arg("max_attempts") = 10,
-          nb::arg("memory_limit_bytes") = 0)
+          nb::arg("memory_limit_bytes") = 0, nb::arg("read_timeout_s") = 0)
       .def(
           "get",
           [](Client &c, const std::string &bucket, const std::string &key, std::optional<uint64_t> start,
-             std::optional<uint64_t> end, nb::handle scatter) {
+             std::optional<uint64_t> end, nb::handle scatter, std::shared_ptr<EtagPin> pin) {
             if (scatter.is_none()) {
               nb::gil_scoped_release release;
-              return c.get(bucket, key, start, end);
+              return c.get(bucket, key, start, end, nullptr, std::move(pin));
             }
             // The destinations' buffer exports live as long as the stream; releasing them needs the GIL.
             auto buffers = std::shared_ptr<std::vector<std::unique_ptr<Buffer>>>(
@@ -258,29 +292,30 @@ NB_MODULE(_core, m) {
             std::unique_ptr<GetStream> s;
             {
               nb::gil_scoped_release release;
-              s = c.get(bucket, key, start, end, std::make_shared<ScatterMap>(std::move(ranges)));
+              s = c.get(bucket, key, start, end, std::make_shared<ScatterMap>(std::move(ranges)), std::move(pin));
             }
             s->hold(std::move(buffers));
             return s;
           },
           nb::arg("bucket"), nb::arg("key"), nb::arg("start") = nb::none(), nb::arg("end") = nb::none(),
-          nb::arg("scatter") = nb::none(),
+          nb::arg("scatter") = nb::none(), nb::arg("pin").none() = nb::none(),
           "A GET stream of [start, end). `scatter`: (object offset, writable buffer) pairs whose bytes are "
           "written straight into the buffers as they arrive; the stream's bytes at those offsets are "
           "unspecified (skip them)")
       .def(
           "get_into",
           [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, nb::handle buffer,
-             uint64_t part_size) {
+             uint64_t part_size, std::shared_ptr<EtagPin> pin) {
             auto b = std::make_unique<Buffer>(buffer, true);
             std::unique_ptr<DirectGet> g;
             {
               nb::gil_scoped_release release;
-              g = c.get_into(bucket, key, start, start + b->size(), b->data(), part_size);
+              g = c.get_into(bucket, key, start, start + b->size(), b->data(), part_size, std::move(pin));
             }
             return PyDirectGet(std::move(g), std::move(b));
           },
           nb::arg("bucket"), nb::arg("key"), nb::arg("start"), nb::arg("buffer"), nb::arg("part_size") = 0,
+          nb::arg("pin").none() = nb::none(),
           "Starts a GET of bytes [start, start + len(buffer)) straight into the writable buffer")
       .def("put", &Client::put, nb::arg("bucket"), nb::arg("key"), nb::arg("storage_class") = "",
            nb::call_guard<nb::gil_scoped_release>())
@@ -305,6 +340,8 @@ NB_MODULE(_core, m) {
              for (auto &o : p.objects) objects.append(info_tuple(o));
              return nb::make_tuple(objects, p.common_prefixes, p.next_continuation_token, p.truncated);
            })
+      .def_prop_ro("read_window", &Client::read_window,
+                   "Bytes a GET stream may run ahead of its consumer (read backpressure)")
       .def("delete", &Client::remove, nb::call_guard<nb::gil_scoped_release>())
       .def("copy", &Client::copy, nb::call_guard<nb::gil_scoped_release>())
       .def("pool_stats",
@@ -318,7 +355,7 @@ NB_MODULE(_core, m) {
              d["mapped_bytes"] = s.mapped_bytes;
              d["locked_bytes"] = s.locked_bytes;
              d["resident_bytes"] = s.resident_bytes;
-             d["forced_bytes"] = s.forced_bytes;
+             d["map_failures"] = s.map_failures;
              d["pending_reservations"] = s.pending_reservations;
              d["tickets_granted"] = s.tickets_granted;
              d["waits"] = s.waits;

@@ -1,5 +1,7 @@
 #include "s3torch/buffer_pool.hpp"
 
+#include <aws/common/logging.h>
+
 #include <aws/common/error.h>
 #include <aws/s3/s3.h>
 #include <aws/s3/s3_buffer_pool.h>
@@ -20,11 +22,14 @@
 #include <utility>
 #include <vector>
 
+#include "s3torch/crt_log.hpp"
+
 namespace s3torch {
 
 namespace {
 
 std::atomic<bool> g_direct_fault{false};
+std::atomic<int> g_map_failures{0};  // tests: this many next mappings fail as if mmap had
 
 size_t page_size() {
   static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -40,6 +45,9 @@ struct Mapping {
 };
 
 Mapping map_bytes(size_t bytes) {
+  for (int n = g_map_failures.load(); n > 0;) {
+    if (g_map_failures.compare_exchange_weak(n, n - 1)) return {};
+  }
   void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return {};
   // Best effort: mlock fails beyond RLIMIT_MEMLOCK; the buffer then is ordinary pageable memory.
@@ -75,8 +83,9 @@ struct Slab {
 struct Ticket {
   aws_s3_buffer_ticket base;
   std::shared_ptr<Pool> pool;
-  size_t size = 0;
-  bool forced = false;
+  size_t size = 0;          // the buffer's capacity, as the CRT asked
+  size_t charge = 0;        // what it occupies in the pool: a whole part buffer, or its own pages
+  bool claimed = false;
   bool direct = false;      // data is a slice of a DirectSink: not pool memory, not accounted
   uint8_t *data = nullptr;
   Slab *slab = nullptr;     // part-size buffer from this slab
@@ -85,17 +94,19 @@ struct Ticket {
   int pid = 0;
 };
 
-aws_byte_buf ticket_claim(aws_s3_buffer_ticket *t);
+// Everything the CRT calls is noexcept: an exception must never unwind through C frames.
+aws_byte_buf ticket_claim(aws_s3_buffer_ticket *t) noexcept;
 #ifdef S3TORCH_CRT_TICKET_APPEND
-int ticket_append(aws_s3_buffer_ticket *t, aws_byte_buf *buf, const aws_byte_cursor *data, uint64_t part_start);
+int ticket_append(aws_s3_buffer_ticket *t, aws_byte_buf *buf, const aws_byte_cursor *data,
+                  uint64_t part_start) noexcept;
 #endif
-void ticket_zero(void *user_data);
-aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta);
-void pool_trim(aws_s3_buffer_pool *p);
-int pool_add_special_size(aws_s3_buffer_pool *, size_t) { return AWS_OP_SUCCESS; }
-void pool_release_special_size(aws_s3_buffer_pool *, size_t) {}
-uint64_t pool_derive_aligned(aws_s3_buffer_pool *, uint64_t size) { return size; }
-void pool_zero(void *user_data);
+void ticket_zero(void *user_data) noexcept;
+aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta) noexcept;
+void pool_trim(aws_s3_buffer_pool *p) noexcept;
+int pool_add_special_size(aws_s3_buffer_pool *, size_t) noexcept { return AWS_OP_SUCCESS; }
+void pool_release_special_size(aws_s3_buffer_pool *, size_t) noexcept {}
+uint64_t pool_derive_aligned(aws_s3_buffer_pool *, uint64_t size) noexcept { return size; }
+void pool_zero(void *user_data) noexcept;
 
 // Built field by field: the struct has one more entry with our aws-c-s3 edit than without it.
 aws_s3_buffer_ticket_vtable make_ticket_vtable(bool scatter) {
@@ -156,32 +167,37 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return s;
   }
 
-  aws_future_s3_buffer_ticket *reserve(const aws_s3_buffer_pool_reserve_meta &meta) {
+  // Called by the CRT (any of its threads). Every reservation waits its turn in arrival order until
+  // what its buffer will occupy fits under the limit, uploads' "can block" ones included: aws-c-s3
+  // lets a pool defer those, and granting them past the limit is what made it soft. The buffer is
+  // mapped here, before the ticket is handed out, so that a failed mapping fails the request.
+  aws_future_s3_buffer_ticket *reserve(const aws_s3_buffer_pool_reserve_meta &meta) noexcept {
     aws_future_s3_buffer_ticket *future = aws_future_s3_buffer_ticket_new(allocator_);
-    std::shared_ptr<ScatterMap> scatter;
-    if (aws_s3_buffer_ticket *direct = route(meta, scatter)) {  // caller memory: no limit applies
-      aws_future_s3_buffer_ticket_set_result_by_move(future, &direct);
-      return future;
-    }
-    if (meta.size > limit_ && !meta.can_block) {
-      aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_S3_PART_SIZE_EXCEEDS_MEMORY_LIMIT);
-      return future;
-    }
-    aws_s3_buffer_ticket *granted = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (meta.can_block) {
-        // Uploads' async-write buffer must not wait (the CRT could deadlock); grant it at once and
-        // account for it, as the CRT's own pool does.
-        granted = grant_locked(meta.size, stats_.reserved_bytes + meta.size > limit_, nullptr);
-      } else if (pending_.empty() && stats_.reserved_bytes + meta.size <= limit_) {
-        granted = grant_locked(meta.size, false, std::move(scatter));
-      } else {
-        pending_.push_back(Pending{aws_future_s3_buffer_ticket_acquire(future), meta.size, std::move(scatter)});
-        stats_.waits++;
+    try {
+      std::shared_ptr<ScatterMap> scatter;
+      if (aws_s3_buffer_ticket *direct = route(meta, scatter)) {  // caller memory: no limit applies
+        aws_future_s3_buffer_ticket_set_result_by_move(future, &direct);
+        return future;
       }
+      const size_t charge = charge_for(meta.size);
+      if (charge > limit_) {
+        aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_S3_PART_SIZE_EXCEEDS_MEMORY_LIMIT);
+        return future;
+      }
+      Ticket *granted = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (pending_.empty() && stats_.reserved_bytes + charge <= limit_) {
+          granted = grant_locked(meta.size, std::move(scatter));
+        } else {
+          pending_.push_back(Pending{aws_future_s3_buffer_ticket_acquire(future), meta.size, std::move(scatter)});
+          stats_.waits++;
+        }
+      }
+      if (granted) hand_out(future, granted);
+    } catch (...) {  // bad_alloc: fail this reservation, never the process
+      if (!aws_future_s3_buffer_ticket_is_done(future)) aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_OOM);
     }
-    if (granted) aws_future_s3_buffer_ticket_set_result_by_move(future, &granted);
     return future;
   }
 
@@ -199,92 +215,62 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     receivers_.erase(meta);
   }
 
-  uint8_t *claim(Ticket *t) {
+  // The ticket's buffer was mapped when it was granted: claiming only counts it as in use.
+  uint8_t *claim(Ticket *t) noexcept {
     if (t->direct) return t->data;
-    std::unique_lock<std::mutex> lock(mu_);
-    if (t->data) return t->data;
-    if (t->size <= part_bytes_ && t->size > part_bytes_ / 2) {
-      while (!t->data) {
-        if (Slab *slab = slab_with_free_locked()) {
-          t->data = slab->free.back();
-          slab->free.pop_back();
-          t->slab = slab;
-          break;
-        }
-        size_t coming = stats_.mapped_bytes + mapping_bytes_;
-        size_t room = coming < limit_ ? (limit_ - coming) / part_bytes_ : 0;
-        if (room == 0 && mapping_bytes_ > 0) {
-          slab_cv_.wait(lock);  // another thread is mapping the buffers this claim will get
-          continue;
-        }
-        // Slabs grow geometrically (2, 2, 4, 8 ... buffers) so the first parts need not wait for a
-        // large slab to be faulted in, and are mapped with the lock released: locking tens of MiB
-        // takes milliseconds in which other threads must still be able to return and take buffers.
-        size_t count = std::max<size_t>(1, std::min({slab_buffers_, std::max<size_t>(2, slab_buffer_total_), room}));
-        mapping_bytes_ += count * part_bytes_;
-        lock.unlock();
-        Mapping m = map_bytes(count * part_bytes_);
-        lock.lock();
-        mapping_bytes_ -= count * part_bytes_;
-        slab_cv_.notify_all();
-        if (!m.base) break;  // try an own mapping below
-        add_slab_locked(m, count);
-      }
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!t->claimed) {
+      t->claimed = true;
+      stats_.in_use_bytes += t->size;
     }
-    if (!t->data) {
-      size_t bytes = round_up(t->size, page_size());
-      lock.unlock();
-      Mapping own = map_bytes(bytes);
-      lock.lock();
-      if (!own.base) {
-        // Called from a CRT callback: no exception may cross it, and the CRT cannot take a null buffer.
-        std::fprintf(stderr, "s3torch: out of memory mapping a %zu-byte part buffer\n", t->size);
-        std::abort();
-      }
-      t->own = own;
-      note_mapped_locked(t->own, true);
-      t->data = t->own.base;
-    }
-    stats_.in_use_bytes += t->size;
     return t->data;
   }
 
-  void release(Ticket *t) {
+  void release(Ticket *t) noexcept {
     if (t->direct) return;  // caller memory: nothing to return
-    std::vector<std::pair<aws_future_s3_buffer_ticket *, aws_s3_buffer_ticket *>> grants;
+    std::vector<std::pair<aws_future_s3_buffer_ticket *, Ticket *>> grants;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (t->data) {
-        stats_.in_use_bytes -= t->size;
-        if (t->slab) {
-          t->slab->free.push_back(t->data);
-        } else {
-          note_mapped_locked(t->own, false);
-          unmap(t->own);
-        }
+      if (t->claimed) stats_.in_use_bytes -= t->size;
+      if (t->slab) {
+        t->slab->free.push_back(t->data);  // capacity reserved at the slab's creation: cannot throw
+      } else if (t->own.base) {
+        note_mapped_locked(t->own, false);
+        unmap(t->own);
       }
-      stats_.reserved_bytes -= t->size;
-      if (t->forced) stats_.forced_bytes -= t->size;
+      stats_.reserved_bytes -= t->charge;
       // Grant waiting reservations in arrival order while they fit.
-      while (!pending_.empty() && stats_.reserved_bytes + pending_.front().size <= limit_) {
+      while (!pending_.empty() && stats_.reserved_bytes + charge_for(pending_.front().size) <= limit_) {
         Pending p = std::move(pending_.front());
         pending_.pop_front();
         if (aws_future_s3_buffer_ticket_is_done(p.future)) {  // the CRT gave up on it (cancelled)
           aws_future_s3_buffer_ticket_release(p.future);
           continue;
         }
-        grants.emplace_back(p.future, grant_locked(p.size, false, std::move(p.scatter)));
+        Ticket *granted = nullptr;
+        try {
+          granted = grant_locked(p.size, std::move(p.scatter));
+          grants.reserve(pending_.size() + 1);
+          grants.emplace_back(p.future, granted);
+        } catch (...) {
+          if (granted) ungrant_locked(granted);
+          aws_future_s3_buffer_ticket_set_error(p.future, AWS_ERROR_OOM);
+          aws_future_s3_buffer_ticket_release(p.future);
+        }
       }
     }
     for (auto &g : grants) {
-      // A future the CRT already failed (request cancelled) destroys the ticket, which returns it.
-      aws_future_s3_buffer_ticket_set_result_by_move(g.first, &g.second);
+      hand_out(g.first, g.second);
       aws_future_s3_buffer_ticket_release(g.first);
     }
   }
 
-  void trim() {
+  void trim() noexcept {
     std::lock_guard<std::mutex> lock(mu_);
+    trim_locked();
+  }
+
+  void trim_locked() {
     for (auto it = slabs_.begin(); it != slabs_.end();) {
       if ((*it)->free.size() == (*it)->buffers) {
         slab_buffer_total_ -= (*it)->buffers;
@@ -297,7 +283,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     }
   }
 
-  void fail_pending() {
+  void fail_pending() noexcept {
     std::deque<Pending> pending;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -335,6 +321,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       sink->assigned += meta.size;
     }
     Ticket *t = new_ticket(meta.size);
+    t->charge = 0;
     t->direct = true;
     t->data = data;
     std::lock_guard<std::mutex> lock(mu_);
@@ -353,19 +340,102 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return t;
   }
 
-  aws_s3_buffer_ticket *grant_locked(size_t size, bool forced, std::shared_ptr<ScatterMap> scatter) {
+  // What a buffer of `size` bytes occupies: a whole part buffer of a slab, or (larger than a part)
+  // a mapping of its own. Charging the occupancy, not the size, is what keeps the limit hard.
+  size_t charge_for(size_t size) const { return size <= part_bytes_ ? part_bytes_ : round_up(size, page_size()); }
+
+  Ticket *grant_locked(size_t size, std::shared_ptr<ScatterMap> scatter) {
     Ticket *t = new_ticket(size);
-    t->forced = forced;
+    t->charge = charge_for(size);
     if (scatter) {
       t->scatter = std::move(scatter);
       t->base.vtable = &g_scatter_ticket_vtable;
       stats_.scatter_tickets++;
     }
-    stats_.reserved_bytes += size;
-    if (forced) stats_.forced_bytes += size;
+    stats_.reserved_bytes += t->charge;
     stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.reserved_bytes);
     stats_.tickets_granted++;
-    return &t->base;
+    return t;
+  }
+
+  // Undoes grant_locked for a ticket that never got a buffer (nothing else refers to it).
+  void ungrant_locked(Ticket *t) {
+    stats_.reserved_bytes -= t->charge;
+    delete t;
+  }
+
+  // Gives a granted ticket its buffer and resolves the future with it, or fails the future (and
+  // returns the charge) when no memory could be mapped.
+  void hand_out(aws_future_s3_buffer_ticket *future, Ticket *t) noexcept {
+    if (materialize(t)) {
+      aws_s3_buffer_ticket *base = &t->base;
+      // A future the CRT already failed (request cancelled) destroys the ticket, which returns it.
+      aws_future_s3_buffer_ticket_set_result_by_move(future, &base);
+      return;
+    }
+    log_lazy(AWS_LL_ERROR,
+             [&] { return "could not map a " + std::to_string(t->size) + "-byte part buffer: the request fails"; });
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.map_failures++;
+    }
+    aws_s3_buffer_ticket_release(&t->base);  // returns the charge and grants what now fits
+    aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_OOM);
+  }
+
+  // Maps (or takes from a slab) the ticket's buffer. Under the limit by construction: a ticket is
+  // granted only when its charge fits, and mapped memory never exceeds what granted tickets occupy
+  // plus free slab buffers, which a part-size ticket takes first.
+  bool materialize(Ticket *t) noexcept {
+    try {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (t->charge == part_bytes_) {
+        while (true) {
+          if (Slab *slab = slab_with_free_locked()) {
+            t->data = slab->free.back();
+            slab->free.pop_back();
+            t->slab = slab;
+            return true;
+          }
+          size_t coming = stats_.mapped_bytes + mapping_bytes_;
+          size_t room = coming < limit_ ? (limit_ - coming) / part_bytes_ : 0;
+          if (room == 0) {
+            if (mapping_bytes_ == 0) return false;  // cannot happen while charges are honest
+            slab_cv_.wait(lock);  // another thread is mapping the buffers this ticket will get
+            continue;
+          }
+          // Slabs grow geometrically (2, 2, 4, 8 ... buffers) so the first parts need not wait for a
+          // large slab, and are mapped with the lock released: other threads must still be able to
+          // return and take buffers meanwhile.
+          size_t count = std::min({slab_buffers_, std::max<size_t>(2, slab_buffer_total_), room});
+          mapping_bytes_ += count * part_bytes_;
+          lock.unlock();
+          Mapping m = map_bytes(count * part_bytes_);
+          std::unique_ptr<Slab> slab;
+          if (m.base) {
+            slab = std::make_unique<Slab>();
+            slab->free.reserve(count);
+          }
+          lock.lock();
+          mapping_bytes_ -= count * part_bytes_;
+          slab_cv_.notify_all();
+          if (!m.base) return false;
+          add_slab_locked(std::move(slab), m, count);
+        }
+      }
+      size_t bytes = t->charge;
+      if (stats_.mapped_bytes + mapping_bytes_ + bytes > limit_) trim_locked();  // free slabs make room
+      lock.unlock();
+      Mapping own = map_bytes(bytes);
+      lock.lock();
+      if (!own.base) return false;
+      t->own = own;
+      note_mapped_locked(t->own, true);
+      t->data = t->own.base;
+      return true;
+    } catch (...) {
+      return false;
+    }
   }
 
   Slab *slab_with_free_locked() {
@@ -388,8 +458,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return pages * page;
   }
 
-  void add_slab_locked(const Mapping &m, size_t count) {
-    auto slab = std::make_unique<Slab>();
+  void add_slab_locked(std::unique_ptr<Slab> slab, const Mapping &m, size_t count) {
     slab->map = m;
     slab->buffers = count;
     for (size_t i = count; i-- > 0;) slab->free.push_back(m.base + i * part_bytes_);
@@ -427,7 +496,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   const pid_t self_pid_ = getpid();
 };
 
-aws_byte_buf ticket_claim(aws_s3_buffer_ticket *base) {
+aws_byte_buf ticket_claim(aws_s3_buffer_ticket *base) noexcept {
   auto *t = static_cast<Ticket *>(base->impl);
   uint8_t *data = t->pool->claim(t);
   aws_byte_buf buf{};
@@ -441,11 +510,13 @@ aws_byte_buf ticket_claim(aws_s3_buffer_ticket *base) {
 #ifdef S3TORCH_CRT_TICKET_APPEND
 // The CRT's append of a GET part's body fragment, for tickets of streams with a ScatterMap. No
 // exception may leave: it runs inside a CRT callback (the map's write throws none).
-int ticket_append(aws_s3_buffer_ticket *base, aws_byte_buf *buf, const aws_byte_cursor *data, uint64_t part_start) {
+int ticket_append(aws_s3_buffer_ticket *base, aws_byte_buf *buf, const aws_byte_cursor *data,
+                  uint64_t part_start) noexcept {
   auto *t = static_cast<Ticket *>(base->impl);
   if (buf->buffer != t->data || buf->allocator != nullptr) {
-    // Not this ticket's claimed buffer (cannot happen with the edit as applied): append plainly.
-    return buf->allocator ? aws_byte_buf_append_dynamic(buf, data) : aws_byte_buf_append(buf, data);
+    // Not this ticket's claimed buffer: appending plainly would skip the scatter and leave stale bytes
+    // in the destinations while the consumer skips them. Fail the request instead.
+    return aws_raise_error(AWS_ERROR_INVALID_STATE);
   }
   if (buf->capacity - buf->len < data->len) return aws_raise_error(AWS_ERROR_DEST_COPY_TOO_SMALL);
   t->scatter->write(part_start + buf->len, data->ptr, data->len, buf->buffer + buf->len);
@@ -454,20 +525,20 @@ int ticket_append(aws_s3_buffer_ticket *base, aws_byte_buf *buf, const aws_byte_
 }
 #endif
 
-void ticket_zero(void *user_data) {
+void ticket_zero(void *user_data) noexcept {
   auto *t = static_cast<Ticket *>(user_data);
   if (t->pid != getpid()) return;  // a parent's ticket in a forked child: leak, never touch the pool
   t->pool->release(t);
   delete t;
 }
 
-aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta) {
+aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta) noexcept {
   return static_cast<Pool *>(p->impl)->reserve(meta);
 }
 
-void pool_trim(aws_s3_buffer_pool *p) { static_cast<Pool *>(p->impl)->trim(); }
+void pool_trim(aws_s3_buffer_pool *p) noexcept { static_cast<Pool *>(p->impl)->trim(); }
 
-void pool_zero(void *user_data) {
+void pool_zero(void *user_data) noexcept {
   auto *pool = static_cast<Pool *>(user_data);
   // The client is gone: nothing will wait for pending reservations any more.
   pool->fail_pending();
@@ -477,6 +548,8 @@ void pool_zero(void *user_data) {
 }  // namespace
 
 void set_direct_placement_fault(bool on) { g_direct_fault = on; }
+
+void set_map_failures(int count) { g_map_failures = count; }
 
 ScatterMap::ScatterMap(std::vector<ScatterRange> ranges) : ranges_(std::move(ranges)) {}
 

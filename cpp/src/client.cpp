@@ -3,6 +3,7 @@
 #include <aws/auth/credentials.h>
 #include <aws/common/date_time.h>
 #include <aws/common/string.h>
+#include <aws/http/connection.h>
 #include <aws/http/request_response.h>
 #include <aws/io/retry_strategy.h>
 #include <aws/io/tls_channel_handler.h>
@@ -11,10 +12,12 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
 #include "internal.hpp"
+#include "s3torch/crt_log.hpp"
 #include "s3torch/xml.hpp"
 
 namespace s3torch {
@@ -66,6 +69,13 @@ bool env_has_static_credentials() {
   return id && *id && secret && *secret;
 }
 
+// A quarter of the pool (at least two parts, so the next part downloads while one is read), but never
+// more than half: a stream opened and not read yet then still leaves room for another one to finish.
+uint64_t stream_read_window(uint64_t limit, uint64_t part) {
+  uint64_t w = std::max<uint64_t>(limit / 4, 2 * part);
+  return std::max<uint64_t>(part, std::min<uint64_t>(w, limit / 2));
+}
+
 bool is_ip_or_localhost(const std::string &host) {
   unsigned char addr[16];
   if (host == "localhost") return true;
@@ -83,10 +93,17 @@ int64_t parse_date(const std::string &text, aws_date_format format) {
   return static_cast<int64_t>(aws_date_time_as_epoch_secs(&dt));
 }
 
-// CRT callbacks: no exception may cross them.
-int s_on_headers(aws_s3_meta_request *, const aws_http_headers *headers, int status, void *user_data) {
+// CRT callbacks (on the CRT's event-loop threads): noexcept, and no exception may leave them; a
+// failure is recorded for the waiting call or fails the request.
+int s_on_headers(aws_s3_meta_request *, const aws_http_headers *headers, int status, void *user_data) noexcept {
   auto *r = static_cast<RequestBase *>(user_data);
   try {
+    if (r->pin && status >= 200 && status < 300 && !r->pin->check(header_value(headers, "ETag"))) {
+      // Another GET of this reader or load pinned a different version: these bytes must not mix.
+      std::lock_guard<std::mutex> lock(r->mu);
+      r->version_changed = true;
+      return aws_raise_error(AWS_ERROR_S3_CANCELED);
+    }
     r->on_headers(headers, status);
   } catch (...) {
     return aws_raise_error(AWS_ERROR_S3_CANCELED);
@@ -95,7 +112,7 @@ int s_on_headers(aws_s3_meta_request *, const aws_http_headers *headers, int sta
 }
 
 int s_on_body_ex(aws_s3_meta_request *, const aws_byte_cursor *body,
-                 const aws_s3_meta_request_receive_body_extra_info info, void *user_data) {
+                 const aws_s3_meta_request_receive_body_extra_info info, void *user_data) noexcept {
   auto *r = static_cast<RequestBase *>(user_data);
   try {
     return r->on_body(body, info.range_start, info.ticket);
@@ -104,23 +121,26 @@ int s_on_body_ex(aws_s3_meta_request *, const aws_byte_cursor *body,
   }
 }
 
-void s_on_finish(aws_s3_meta_request *, const aws_s3_meta_request_result *result, void *user_data) {
+void s_on_finish(aws_s3_meta_request *, const aws_s3_meta_request_result *result, void *user_data) noexcept {
   auto *r = static_cast<RequestBase *>(user_data);
   std::string body;
   std::string request_id;
-  if (result->error_response_body) {
-    body.assign(reinterpret_cast<const char *>(result->error_response_body->buffer),
-                result->error_response_body->len);
-  }
-  if (result->error_response_headers) {
-    request_id = header_value(result->error_response_headers, "x-amz-request-id");
+  try {
+    if (result->error_response_body) {
+      body.assign(reinterpret_cast<const char *>(result->error_response_body->buffer),
+                  result->error_response_body->len);
+    }
+    if (result->error_response_headers) {
+      request_id = header_value(result->error_response_headers, "x-amz-request-id");
+    }
+  } catch (...) {  // out of memory for the error text: the error code still reaches the caller
   }
   {
     std::lock_guard<std::mutex> lock(r->mu);
     r->crt_error = result->error_code;
     r->status = result->response_status;
-    r->error_body = std::move(body);
-    r->request_id = std::move(request_id);
+    r->error_body.swap(body);
+    r->request_id.swap(request_id);
     r->finished = true;
   }
   r->unregister();
@@ -131,7 +151,7 @@ void s_on_finish(aws_s3_meta_request *, const aws_s3_meta_request_result *result
   r->cv.notify_all();
 }
 
-void s_on_shutdown(void *user_data) {
+void s_on_shutdown(void *user_data) noexcept {
   auto *r = static_cast<RequestBase *>(user_data);
   std::shared_ptr<RequestBase> self;
   {
@@ -142,18 +162,27 @@ void s_on_shutdown(void *user_data) {
   r->cv.notify_all();
 }
 
-void s_on_telemetry(aws_s3_meta_request *, aws_s3_request_metrics *metrics, void *user_data) {
+void s_on_telemetry(aws_s3_meta_request *, aws_s3_request_metrics *metrics, void *user_data) noexcept {
   auto *r = static_cast<RequestBase *>(user_data);
   r->owner->counters->http_requests++;
-  if (aws_s3_request_metrics_get_error_code(metrics) != AWS_ERROR_SUCCESS) {
+  int attempt_error = aws_s3_request_metrics_get_error_code(metrics);
+  if (attempt_error != AWS_ERROR_SUCCESS) {
     r->owner->counters->failed_attempts++;
     int status = 0;
     const aws_string *rid = nullptr;
     bool has_status = aws_s3_request_metrics_get_response_status_code(metrics, &status) == AWS_OP_SUCCESS;
     bool has_rid = aws_s3_request_metrics_get_request_id(metrics, &rid) == AWS_OP_SUCCESS && rid;
+    log_lazy(AWS_LL_DEBUG, [&] {
+      return "attempt failed (the CRT retries while attempts are left): " + r->operation + " s3://" + r->bucket +
+             "/" + r->key + (r->range.empty() ? "" : " " + r->range) + ": HTTP " +
+             std::to_string(has_status ? status : 0) + ", " + aws_error_name(attempt_error);
+    });
     std::lock_guard<std::mutex> lock(r->mu);
     if (has_status) r->last_failed_status = status;
-    if (has_rid) r->last_failed_request_id = aws_string_c_str(rid);
+    try {
+      if (has_rid) r->last_failed_request_id = aws_string_c_str(rid);
+    } catch (...) {  // only the request id of an error message is lost
+    }
   }
 }
 
@@ -169,6 +198,14 @@ std::string header_value(const aws_http_headers *headers, const char *name) {
 
 // ---------------------------------------------------------------------------------------------
 // RequestBase
+
+void check_same_process(const RequestBase &r) {
+  if (!r.owner || !forked_since(r.owner->pid)) return;
+  throw S3Error(r.operation + " s3://" + r.bucket + "/" + r.key + ": this request was started in process " +
+                    std::to_string(r.owner->pid) + " and cannot be used in the forked child " +
+                    std::to_string(getpid()) + "; open a new one in the child",
+                r.operation, r.bucket, r.key, 0, "UsedAfterFork", "", 0);
+}
 
 RequestBase::~RequestBase() {
   if (!owner || forked_since(owner->pid)) return;
@@ -238,6 +275,14 @@ void RequestBase::wait_finished() {
 }
 
 S3Error RequestBase::error() const {
+  int code_status = status ? status : last_failed_status;
+  if (version_changed || (code_status == 412 && !if_match.empty())) {
+    std::string pinned = pin ? pin->get() : if_match;
+    return S3Error(operation + " s3://" + bucket + "/" + key + " failed: the object changed during the read (" +
+                       "an earlier GET of this reader or load read ETag " + pinned +
+                       "); reopen it to read the new version",
+                   operation, bucket, key, 412, "PreconditionFailed", request_id, crt_error);
+  }
   return make_error(operation, bucket, key, crt_error, status ? status : last_failed_status, error_body,
                     request_id.empty() ? last_failed_request_id : request_id);
 }
@@ -328,7 +373,22 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
   cc.throughput_target_gbps = config.throughput_target_gbps;
   cc.memory_limit_in_bytes = config.memory_limit_bytes;
   cc.buffer_pool_factory_fn = pool_factory;
+  // Read backpressure: each GET may run ahead of its consumer by a window, opened as the consumer
+  // takes bytes, so a stream nobody reads cannot fill the pool and starve the ones being read.
+  uint64_t limit = config.memory_limit_bytes ? config.memory_limit_bytes
+                                             : aws_s3_default_memory_limit_for_throughput(config.throughput_target_gbps);
+  read_window = stream_read_window(limit, config.part_size);
+  cc.enable_read_backpressure = true;
+  cc.initial_read_window = static_cast<size_t>(read_window);
   cc.buffer_pool_user_data = &pool_ctx;
+  // A server that stops sending mid-body: the connection is dropped after read_timeout_s without a
+  // byte (and the request retried while attempts are left), so a reader never waits forever.
+  aws_http_connection_monitoring_options monitoring{};
+  if (config.read_timeout_s) {
+    monitoring.minimum_throughput_bytes_per_second = 1;
+    monitoring.allowable_throughput_failure_interval_seconds = config.read_timeout_s;
+    cc.monitoring_options = &monitoring;
+  }
   aws_retry_strategy *retry = nullptr;
   if (config.max_attempts <= 1) {
     retry = new_single_attempt_strategy(alloc, runtime->event_loop_group());
@@ -390,6 +450,8 @@ Client::~Client() = default;
 const ClientConfig &Client::config() const { return impl_->config; }
 
 PoolStats Client::pool_stats() const { return impl_->pool ? impl_->pool->stats() : PoolStats{}; }
+
+uint64_t Client::read_window() const { return impl_->read_window; }
 
 CounterSnapshot Client::counters() const {
   const Counters &c = *impl_->counters;
@@ -470,28 +532,32 @@ void Client::copy(const std::string &src_bucket, const std::string &src_key, con
 
 std::unique_ptr<GetStream> Client::get(const std::string &bucket, const std::string &key,
                                        std::optional<uint64_t> start, std::optional<uint64_t> end,
-                                       std::shared_ptr<ScatterMap> scatter) {
-  return start_get(impl_, bucket, key, start, end, std::move(scatter));
+                                       std::shared_ptr<ScatterMap> scatter, std::shared_ptr<EtagPin> pin) {
+  return start_get(impl_, bucket, key, start, end, std::move(scatter), std::move(pin));
 }
 
 namespace {
 
+// A missing start is 0: an end before it is a usage error, an end equal to it an empty range.
 void check_range(std::optional<uint64_t> start, std::optional<uint64_t> end) {
-  if (start && end && *end < *start) {
+  if (end && *end < start.value_or(0)) {
     throw UsageError("invalid range: end (" + std::to_string(*end) + ") is before start (" +
-                     std::to_string(*start) + ")");
+                     std::to_string(start.value_or(0)) + ")");
   }
 }
 
-// A GET of bytes [start, end) (nullopt = from 0 / to the end) of the object. Caller releases.
-aws_http_message *get_message(const Client::Impl &impl, const std::string &bucket, const std::string &key,
-                              std::optional<uint64_t> start, std::optional<uint64_t> end) {
-  aws_http_message *m = impl.new_message("GET", impl.target(bucket, key));
+// A GET of bytes [start, end) (nullopt = from 0 / to the end) of the object, of the version the
+// request's pin holds (If-Match) if it holds one. Caller releases.
+aws_http_message *get_message(const Client::Impl &impl, RequestBase &r, std::optional<uint64_t> start,
+                              std::optional<uint64_t> end) {
+  aws_http_message *m = impl.new_message("GET", impl.target(r.bucket, r.key));
   if (start || end) {
-    std::string range = "bytes=" + std::to_string(start.value_or(0)) + "-";
-    if (end) range += std::to_string(*end - 1);  // HTTP ranges are inclusive
-    add_header(m, "Range", range);
+    r.range = "bytes=" + std::to_string(start.value_or(0)) + "-";
+    if (end) r.range += std::to_string(*end - 1);  // HTTP ranges are inclusive
+    add_header(m, "Range", r.range);
   }
+  if (r.pin) r.if_match = r.pin->get();
+  if (!r.if_match.empty()) add_header(m, "If-Match", r.if_match);
   return m;
 }
 
@@ -499,7 +565,8 @@ aws_http_message *get_message(const Client::Impl &impl, const std::string &bucke
 
 std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
                                      const std::string &key, std::optional<uint64_t> start,
-                                     std::optional<uint64_t> end, std::shared_ptr<ScatterMap> scatter) {
+                                     std::optional<uint64_t> end, std::shared_ptr<ScatterMap> scatter,
+                                     std::shared_ptr<EtagPin> pin) {
   check_range(start, end);
   if (scatter && scatter->ranges().empty()) scatter.reset();
   if (scatter) {
@@ -518,14 +585,15 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
   st->start = start;
   st->end = end;
   st->position = start.value_or(0);
+  st->pin = std::move(pin);
   impl->counters->get_streams++;
-  if (start && end && *start == *end) {
+  if (end && *end == start.value_or(0)) {
     // HTTP cannot ask for zero bytes: an empty range is an empty stream, no request.
     st->finished = true;
     st->shut_down = true;
     return std::make_unique<GetStream>(st);
   }
-  aws_http_message *m = get_message(*impl, bucket, key, start, end);
+  aws_http_message *m = get_message(*impl, *st, start, end);
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;
@@ -541,24 +609,28 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
 }
 
 std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std::string &key, uint64_t start,
-                                            uint64_t end, uint8_t *dst, uint64_t part_size) {
+                                            uint64_t end, uint8_t *dst, uint64_t part_size,
+                                            std::shared_ptr<EtagPin> pin) {
   check_range(start, end);
   if (!impl_->pool) throw UsageError("get_into needs the client's part-buffer pool");
   auto st = new_request<DirectGet::State>(impl_, "GetObject", bucket, key);
   st->start = start;
   st->sink.base = dst;
   st->sink.size = end - start;
+  st->pin = std::move(pin);
   impl_->counters->direct_gets++;
   if (start == end) {  // HTTP cannot ask for zero bytes: nothing to do
     st->finished = st->shut_down = st->ok = true;
     return std::make_unique<DirectGet>(st);
   }
-  aws_http_message *m = get_message(*impl_, bucket, key, start, end);
+  aws_http_message *m = get_message(*impl_, *st, start, end);
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = s_on_body_ex;
   o.part_size = part_size;
   st->launch_receiving(o, m, st, PoolReceiver{&st->sink, nullptr});
+  // Its parts land in caller memory, not in the pool: no read window applies.
+  if (st->meta) aws_s3_meta_request_increment_read_window(st->meta, end - start);
   return std::make_unique<DirectGet>(st);
 }
 

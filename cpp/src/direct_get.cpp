@@ -3,6 +3,7 @@
 #include <aws/s3/s3_client.h>
 
 #include "internal.hpp"
+#include "s3torch/crt_log.hpp"
 
 namespace s3torch {
 
@@ -43,7 +44,10 @@ DirectGet::DirectGet(std::shared_ptr<State> state) : st_(std::move(state)) {}
 
 DirectGet::~DirectGet() {
   if (leak_if_forked(st_)) return;
-  cancel();
+  try {
+    cancel();
+  } catch (...) {  // cancel only throws in a forked child, which leak_if_forked handled
+  }
 }
 
 void DirectGet::settle() {
@@ -59,29 +63,72 @@ void DirectGet::settle() {
 }
 
 void DirectGet::cancel() {
+  check_same_process(*st_);
   aws_s3_meta_request *running = nullptr;
   {
-    std::lock_guard<std::mutex> lock(st_->mu);
-    if (!st_->finished && !st_->ok) {
-      st_->cancelled = true;
-      running = st_->meta;
+    std::unique_lock<std::mutex> lock(st_->mu);
+    if (st_->ok) return;
+    st_->cancelled = true;
+    // Our own reference, taken under the lock: a concurrent wait() may release the stored one as soon
+    // as the request finishes.
+    if (!st_->finished && st_->meta) running = aws_s3_meta_request_acquire(st_->meta);
+    // A fallback re-download writing into the memory: close it, then wait until wait() has stopped
+    // copying, so that nothing writes to the memory once cancel returns.
+    if (st_->fallback) {
+      st_->fallback->close();
+      st_->cv.wait(lock, [&] { return st_->fallback == nullptr; });
     }
   }
-  if (running) aws_s3_meta_request_cancel(running);
+  if (running) {
+    log_lazy(AWS_LL_DEBUG, [&] {
+      return "cancel: GetObject s3://" + st_->bucket + "/" + st_->key + " " + st_->range + " into caller memory";
+    });
+    aws_s3_meta_request_cancel(running);
+    aws_s3_meta_request_release(running);
+  }
   settle();
 }
 
 void DirectGet::wait() {
+  check_same_process(*st_);
   settle();
   std::unique_lock<std::mutex> lock(st_->mu);
   if (st_->ok) return;
   if (st_->misplaced && !st_->cancelled) {
     // Redo the range as an ordinary stream, copied in: the in-place parts may sit at wrong offsets.
+    // Registered while it runs, so that cancel() can stop it and wait for the last copy.
     lock.unlock();
-    auto stream = start_get(st_->owner, st_->bucket, st_->key, st_->start, end());
-    size_t got = stream->read_into(st_->sink.base, st_->sink.size);
-    st_->owner->counters->direct_fallbacks++;
+    std::shared_ptr<GetStream> stream =
+        start_get(st_->owner, st_->bucket, st_->key, st_->start, end(), nullptr, st_->pin);
     lock.lock();
+    if (st_->cancelled) {
+      lock.unlock();
+      stream.reset();
+      throw S3Error("GetObject s3://" + st_->bucket + "/" + st_->key + ": cancelled", "GetObject", st_->bucket,
+                    st_->key, 0, "Cancelled", "", 0);
+    }
+    st_->fallback = stream.get();
+    st_->owner->counters->direct_fallbacks++;
+    log_lazy(AWS_LL_DEBUG, [&] {
+      return "fallback: GetObject s3://" + st_->bucket + "/" + st_->key + " " + st_->range +
+             ": a part landed out of place, the range is read again as a stream";
+    });
+    lock.unlock();
+    size_t got = 0;
+    std::exception_ptr failed;
+    try {
+      got = stream->read_into(st_->sink.base, st_->sink.size);
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    lock.lock();
+    st_->fallback = nullptr;
+    st_->cv.notify_all();
+    if (st_->cancelled) {
+      throw S3Error("GetObject s3://" + st_->bucket + "/" + st_->key + ": cancelled", "GetObject", st_->bucket,
+                    st_->key, 0, "Cancelled", "", 0);
+    }
+    if (failed) std::rethrow_exception(failed);
     if (got != st_->sink.size) throw incomplete(*st_, got);
     st_->ok = true;
     return;

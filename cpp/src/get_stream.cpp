@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "internal.hpp"
+#include "s3torch/crt_log.hpp"
 
 namespace s3torch {
 
@@ -44,6 +45,9 @@ void GetStream::State::on_headers(const aws_http_headers *headers, int status_co
 
 int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) {
   if (body->len == 0) return AWS_OP_SUCCESS;
+  // A scattered body always comes in a pool ticket (our append wrote its ranges); one without would
+  // have skipped the scatter, leaving stale bytes where the consumer skips: fail instead.
+  if (scatter && !ticket) return aws_raise_error(AWS_ERROR_INVALID_STATE);
   Chunk c;
   if (ticket) {
     // Zero copy: keep the part buffer alive for as long as the consumer holds the chunk.
@@ -68,6 +72,10 @@ int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start,
 }
 
 void GetStream::State::on_finished() {}
+
+void GetStream::State::consumed(uint64_t n) {
+  if (n && meta) aws_s3_meta_request_increment_read_window(meta, n);
+}
 
 void GetStream::State::settle_error(std::unique_lock<std::mutex> &lock) {
   if (settled || crt_error == 0) return;
@@ -109,10 +117,19 @@ void GetStream::close() {
     std::lock_guard<std::mutex> lock(st_->mu);
     if (st_->closed) return;
     st_->closed = true;
+    if (forked_since(st_->owner->pid)) {  // the parent's request and chunks: leave them untouched
+      new std::deque<Chunk>(std::move(st_->queue));
+      return;
+    }
     dropped.swap(st_->queue);
     if (!st_->finished) cancel = st_->meta;
   }
-  if (cancel) aws_s3_meta_request_cancel(cancel);
+  if (cancel) {
+    log_lazy(AWS_LL_DEBUG, [&] {
+      return "cancel: GetObject s3://" + st_->bucket + "/" + st_->key + " " + st_->range + " closed before its end";
+    });
+    aws_s3_meta_request_cancel(cancel);
+  }
   // Parts still arriving after the cancel must not write into the caller's memory any more.
   if (st_->scatter) st_->scatter->revoke();
   st_->cv.notify_all();
@@ -120,6 +137,7 @@ void GetStream::close() {
 }
 
 std::optional<Chunk> GetStream::next() {
+  check_same_process(*st_);
   std::unique_lock<std::mutex> lock(st_->mu);
   st_->cv.wait(lock, [&] { return !st_->queue.empty() || st_->finished || st_->closed; });
   if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");
@@ -127,6 +145,8 @@ std::optional<Chunk> GetStream::next() {
     Chunk c = std::move(st_->queue.front());
     st_->queue.pop_front();
     st_->position = c.offset + c.size;
+    lock.unlock();
+    st_->consumed(c.size);
     return c;
   }
   st_->settle_error(lock);
@@ -139,6 +159,7 @@ size_t GetStream::read_into(uint8_t *dst, size_t n) { return consume(dst, n); }
 size_t GetStream::skip(size_t n) { return consume(nullptr, n); }
 
 size_t GetStream::consume(uint8_t *dst, size_t n) {
+  check_same_process(*st_);
   size_t done = 0;
   while (done < n) {
     Chunk c;
@@ -157,14 +178,18 @@ size_t GetStream::consume(uint8_t *dst, size_t n) {
     size_t k = c.size < n - done ? c.size : n - done;
     if (dst) std::memcpy(dst + done, c.data, k);  // the one copy: part buffer -> caller's buffer
     done += k;
-    std::lock_guard<std::mutex> lock(st_->mu);
-    st_->position = c.offset + k;
-    if (k < c.size) st_->queue.push_front(c.tail(k));
+    {
+      std::lock_guard<std::mutex> lock(st_->mu);
+      st_->position = c.offset + k;
+      if (k < c.size) st_->queue.push_front(c.tail(k));
+    }
+    st_->consumed(k);
   }
   return done;
 }
 
 size_t GetStream::peek(uint8_t *dst, size_t n) {
+  check_same_process(*st_);
   std::unique_lock<std::mutex> lock(st_->mu);
   auto queued = [&] {
     size_t q = 0;
@@ -188,6 +213,7 @@ size_t GetStream::peek(uint8_t *dst, size_t n) {
 }
 
 uint64_t GetStream::remaining() {
+  check_same_process(*st_);
   std::unique_lock<std::mutex> lock(st_->mu);
   st_->cv.wait(lock, [&] { return st_->object_size || st_->finished || st_->closed; });
   if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");

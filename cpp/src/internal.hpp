@@ -48,6 +48,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   std::string scheme, host;
   uint32_t port = 0;
   bool path_style_default = false;
+  uint64_t read_window = 0;  // bytes a GET stream may run ahead of its consumer
   std::string user_agent;
   pid_t pid;
 };
@@ -62,6 +63,7 @@ struct RequestBase {
   aws_uri endpoint{};
   bool endpoint_set = false;
   std::string operation, bucket, key;
+  std::string range;  // GETs: the Range header sent, for messages
 
   std::mutex mu;
   std::condition_variable cv;
@@ -75,6 +77,11 @@ struct RequestBase {
   // carries neither when it gives up on a retryable status such as 500 or 503.
   int last_failed_status = 0;
   std::string last_failed_request_id;
+
+  // GETs: the version this request must read (If-Match sent when one was pinned at its start).
+  std::shared_ptr<EtagPin> pin;
+  std::string if_match;       // the If-Match value sent, if any
+  bool version_changed = false;  // the response's ETag differs from the pinned one
 
   // Registered with the pool's receivers (direct GETs, scattered streams) until the finish.
   const aws_s3_meta_request *pool_registered = nullptr;
@@ -94,6 +101,10 @@ struct RequestBase {
   virtual int on_body(const aws_byte_cursor *, uint64_t, aws_s3_buffer_ticket *) { return AWS_OP_SUCCESS; }
   virtual void on_finished() {}
 };
+
+// In a forked child a request made in the parent can never progress (the CRT threads that own it
+// exist only in the parent): every blocking call on it raises this at once instead of waiting forever.
+void check_same_process(const RequestBase &r);
 
 // A simple request whose response body is collected in memory (head, list, delete, copy).
 struct SimpleRequest : RequestBase {
@@ -117,6 +128,8 @@ struct GetStream::State : RequestBase {
   // Called with the lock held once the request finished with an error; may clear it (see .cpp).
   void settle_error(std::unique_lock<std::mutex> &lock);
   bool settled = false;
+  // The consumer took n more bytes: open the read window by as much (call without the lock).
+  void consumed(uint64_t n);
 };
 
 struct DirectGet::State : RequestBase {
@@ -126,6 +139,7 @@ struct DirectGet::State : RequestBase {
   bool misplaced = false;                       // a part arrived elsewhere: redo as a stream
   bool cancelled = false;
   bool ok = false;                              // every byte is in the memory
+  GetStream *fallback = nullptr;                // the re-download writing into the memory, while it runs
   int on_body(const aws_byte_cursor *body, uint64_t range_start, aws_s3_buffer_ticket *ticket) override;
 };
 
@@ -166,7 +180,8 @@ std::string header_value(const aws_http_headers *headers, const char *name);
 // Client::get for code that holds the client's Impl (DirectGet's fallback).
 std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
                                      const std::string &key, std::optional<uint64_t> start,
-                                     std::optional<uint64_t> end, std::shared_ptr<ScatterMap> scatter = nullptr);
+                                     std::optional<uint64_t> end, std::shared_ptr<ScatterMap> scatter = nullptr,
+                                     std::shared_ptr<EtagPin> pin = nullptr);
 
 // A retry strategy that allows exactly one attempt per request (max_attempts=1); see retry.cpp.
 aws_retry_strategy *new_single_attempt_strategy(aws_allocator *allocator, aws_event_loop_group *elg);

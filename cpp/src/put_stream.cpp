@@ -33,6 +33,7 @@ int write_and_wait(aws_s3_meta_request *meta, const uint8_t *data, size_t n, boo
 }  // namespace
 
 void PutStream::write(const uint8_t *data, size_t n) {
+  check_same_process(*st_);
   if (st_->closed || st_->aborted) {
     throw UsageError("write to a closed writer (s3://" + st_->bucket + "/" + st_->key + ")");
   }
@@ -49,6 +50,7 @@ void PutStream::write(const uint8_t *data, size_t n) {
 }
 
 void PutStream::close() {
+  check_same_process(*st_);
   if (st_->aborted) throw UsageError("close of an aborted upload (s3://" + st_->bucket + "/" + st_->key + ")");
   if (st_->closed) return;
   st_->closed = true;
@@ -60,6 +62,10 @@ void PutStream::close() {
 
 void PutStream::abort() {
   if (st_->closed || st_->aborted) return;
+  if (forked_since(st_->owner->pid)) {  // the parent's upload: only the parent may end it
+    st_->aborted = true;
+    return;
+  }
   st_->aborted = true;
   aws_s3_meta_request_cancel(st_->meta);
   st_->wait_finished();

@@ -2,6 +2,7 @@
 
 from ._client import HeadObjectResult, ListObjectResult, ObjectInfo, S3Client
 from ._config import S3ClientConfig
+from ._crtlog import configure_crt_logging
 from ._exceptions import S3Exception, S3NotFoundError, S3PermissionError
 from ._writer import S3Writer
 from .s3reader import S3Reader
@@ -22,4 +23,5 @@ __all__ = [
     "S3ReaderConstructor",
     "S3Writer",
     "__version__",
+    "configure_crt_logging",
 ]

@@ -86,17 +86,24 @@ class _StreamOpener:
 
     ``memory_limit_bytes`` tells readers how much pinned part-buffer memory the client's pool has, so
     that a reader that keeps data (sequential) never holds so much of the pool that its own GET stalls.
+    Every GET of one reader reads the same version of the object: the first response's ETag is
+    pinned and sent as If-Match with the later ones (an overwrite in between raises S3Exception).
     """
 
-    __slots__ = ("_client", "bucket", "key")
+    __slots__ = ("_client", "bucket", "key", "_pin")
 
     def __init__(self, client: S3Client, bucket: str, key: str) -> None:
         self._client = client
         self.bucket = bucket
         self.key = key
+        self._pin: Optional[_core.EtagPin] = None
 
     def __call__(self, start: Optional[int] = None, end: Optional[int] = None) -> _core.GetObjectStream:
-        return self._client.get_object_stream(self.bucket, self.key, start, end)
+        if self._pin is None:
+            from . import _core
+
+            self._pin = _core.EtagPin()
+        return self._client.get_object_stream(self.bucket, self.key, start, end, pin=self._pin)
 
     @property
     def memory_limit_bytes(self) -> int:
@@ -181,7 +188,9 @@ class S3Client:
             with self._lock:
                 if self._native_client is None or self._pid != pid:
                     from . import _core
+                    from ._crtlog import configure_crt_logging
 
+                    configure_crt_logging()
                     cfg = self._s3client_config
                     self._native_client = _core.Client(
                         self._region,
@@ -194,6 +203,7 @@ class S3Client:
                         force_path_style=bool(cfg.force_path_style),
                         max_attempts=int(cfg.max_attempts),
                         memory_limit_bytes=int(cfg.memory_limit_bytes or 0),
+                        read_timeout_s=int(cfg.read_timeout_s or 0),
                     )
                     self._pid = pid
         return self._native_client
@@ -232,6 +242,7 @@ class S3Client:
         end: Optional[int] = None,
         *,
         scatter: Optional[Sequence[Tuple[int, Any]]] = None,
+        pin: Optional[_core.EtagPin] = None,
     ) -> _core.GetObjectStream:
         """A stream of zero-copy chunks of bytes [start, end) (end exclusive) of the object.
 
@@ -241,14 +252,18 @@ class S3Client:
         skips them: what the stream yields at those offsets is unspecified. A buffer is complete
         once the stream has yielded the bytes past its range; closing the stream stops all writes
         at once. Needs the bundled AWS CRT (``scatter_supported``).
+
+        ``pin``: an ``EtagPin`` shared by GETs that must read one version of the object; the first
+        response pins its ETag, later GETs send it as If-Match, and a GET that meets another version
+        raises S3Exception (code PreconditionFailed) instead of mixing bytes of both.
         """
         if start is not None and start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         if end is not None and end < 0:
             raise ValueError(f"end must be >= 0, got {end}")
         if scatter is None:
-            return self._native.get(bucket, key, start, end)
-        return self._native.get(bucket, key, start, end, list(scatter))
+            return self._native.get(bucket, key, start, end, pin=pin)
+        return self._native.get(bucket, key, start, end, list(scatter), pin=pin)
 
     @property
     def scatter_supported(self) -> bool:
@@ -258,7 +273,14 @@ class S3Client:
         return bool(_core.SCATTER)
 
     def get_object_into(
-        self, bucket: str, key: str, start: int, buffer: Any, *, part_size: int = 0
+        self,
+        bucket: str,
+        key: str,
+        start: int,
+        buffer: Any,
+        *,
+        part_size: int = 0,
+        pin: Optional[_core.EtagPin] = None,
     ) -> _core.DirectGet:
         """Starts a GET of bytes [start, start + len(buffer)) straight into ``buffer``.
 
@@ -267,13 +289,14 @@ class S3Client:
         buffer, and no part buffer of the pool is used. Call ``wait()`` on the result; until then
         (or until it is destroyed, which cancels it) the buffer must not be used. ``part_size``
         (0: the client's) splits the range into part requests of that size; the parts do not take
-        pool memory, so larger ones are fine and mean fewer requests.
+        pool memory, so larger ones are fine and mean fewer requests. ``pin``: as for
+        ``get_object_stream``.
         """
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
         if part_size < 0:
             raise ValueError(f"part_size must be >= 0, got {part_size}")
-        return self._native.get_into(bucket, key, start, buffer, part_size)
+        return self._native.get_into(bucket, key, start, buffer, part_size, pin=pin)
 
     def put_object(self, bucket: str, key: str, storage_class: Optional[str] = None) -> S3Writer:
         """A writer that streams a multipart upload; the object appears only on close()."""
@@ -300,5 +323,6 @@ class S3Client:
         """Part-buffer pool statistics and request counters of this process's native client."""
         native = self._native
         out: Dict[str, Any] = dict(native.pool_stats())
+        out["read_window_bytes"] = native.read_window
         out.update(native.counters())
         return out

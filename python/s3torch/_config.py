@@ -18,7 +18,9 @@ class S3ClientConfig:
     ``throughput_target_gbps`` sizes the connection pool; ``part_size`` is the size of each ranged GET /
     upload part (5 MiB to 5 GiB); ``memory_limit_bytes`` caps the part-buffer pool (None: the CRT's
     default for the throughput target). A slow consumer stalls downloads at that limit instead of growing
-    memory.
+    memory. ``read_timeout_s``: a connection that moves no byte for this many seconds (a server that
+    stops answering mid-body) is dropped and the request retried while ``max_attempts`` allow, then it
+    raises S3Exception (None: the CRT's 30 s).
     """
 
     throughput_target_gbps: float = 10.0
@@ -28,6 +30,7 @@ class S3ClientConfig:
     max_attempts: int = 10
     profile: Optional[str] = None
     memory_limit_bytes: Optional[int] = None
+    read_timeout_s: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.part_size, int) or isinstance(self.part_size, bool):
@@ -43,6 +46,9 @@ class S3ClientConfig:
             raise ValueError(
                 f"throughput_target_gbps must be positive, got {self.throughput_target_gbps}"
             )
+        timeout = self.read_timeout_s
+        if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1):
+            raise ValueError(f"read_timeout_s must be a whole number of seconds >= 1, got {timeout!r}")
         if self.memory_limit_bytes is not None and self.memory_limit_bytes < self.part_size:
             raise ValueError(
                 f"memory_limit_bytes ({self.memory_limit_bytes}) must be at least part_size "

@@ -4,9 +4,9 @@
 // Buffers of the client's part size are carved from large page-aligned slabs (mmap), locked with mlock
 // when RLIMIT_MEMLOCK allows (on fault: each page is locked when first written), so that registering
 // a slab with CUDA makes its buffers true pinned memory.
-// Other sizes get their own mapping. A hard byte limit bounds what is reserved: a reservation that does
-// not fit waits (FIFO) until a ticket is released, so a slow consumer stalls the download instead of
-// growing memory. Tickets keep the pool alive, so chunks may outlive the client.
+// Larger ones get their own mapping. A hard byte limit bounds what granted tickets occupy (a part buffer
+// each, whatever the size asked): a reservation that does not fit waits (FIFO, uploads' included) until
+// a ticket is released, so a slow consumer stalls the download instead of growing memory. Tickets keep the pool alive, so chunks may outlive the client.
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -24,13 +24,13 @@ namespace s3torch {
 
 struct PoolStats {
   uint64_t limit_bytes = 0;      // hard limit on reserved bytes
-  uint64_t reserved_bytes = 0;   // granted tickets, claimed or not
+  uint64_t reserved_bytes = 0;   // what granted tickets occupy (a whole part buffer each, or own pages)
   uint64_t in_use_bytes = 0;     // tickets whose buffer was claimed
   uint64_t peak_bytes = 0;       // highest reserved_bytes seen
   uint64_t mapped_bytes = 0;     // memory currently mapped for buffers (slabs + odd sizes)
   uint64_t locked_bytes = 0;     // of mapped_bytes, locked with mlock (each page once first written)
   uint64_t resident_bytes = 0;   // slab pages in RAM: written at least once
-  uint64_t forced_bytes = 0;     // reservations that could not wait (uploads) granted beyond the limit
+  uint64_t map_failures = 0;     // buffers that could not be mapped (their requests failed)
   uint64_t pending_reservations = 0;
   uint64_t tickets_granted = 0;
   uint64_t waits = 0;            // reservations that had to wait for memory
@@ -97,6 +97,9 @@ struct PoolReceiver {
 // Tests only: hand out direct slices from the end backwards, so that parts land in the wrong place
 // and DirectGet must detect it and fall back.
 void set_direct_placement_fault(bool on);
+
+// Tests only: the next `count` buffer mappings fail as if mmap had (their requests must fail cleanly).
+void set_map_failures(int count);
 
 class BufferPool;
 

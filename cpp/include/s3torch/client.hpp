@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,29 @@ struct ClientConfig {
   bool force_path_style = false;
   uint32_t max_attempts = 10;
   uint64_t memory_limit_bytes = 0;  // 0 = CRT default for the throughput target
+  uint32_t read_timeout_s = 0;      // a connection moving no bytes this long is dropped (0: CRT's 30 s)
+};
+
+// The version of an object that several GETs of one reader or load must all read: the ETag of the
+// first response, then sent as If-Match with every later GET. A GET already under way when the pin
+// was set still checks its response's ETag against it, so bytes of two versions never mix silently.
+class EtagPin {
+ public:
+  // The pinned ETag ("" while none), set by the first response that has one.
+  std::string get() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return etag_;
+  }
+  // Pins `etag` if nothing is pinned yet; returns whether it matches what is pinned now.
+  bool check(const std::string &etag) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (etag_.empty()) etag_ = etag;
+    return etag_ == etag;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string etag_;
 };
 
 struct ObjectInfo {
@@ -77,15 +101,18 @@ class Client {
   // [start, end), are written into its memory as they arrive; the stream still yields every byte
   // position, but what it holds at scattered ones is unspecified (skip them). The memory must stay
   // valid until the stream is closed or destroyed.
+  // With `pin`, the GET reads the pinned version of the object (If-Match) or pins its own.
   std::unique_ptr<GetStream> get(const std::string &bucket, const std::string &key,
                                  std::optional<uint64_t> start, std::optional<uint64_t> end,
-                                 std::shared_ptr<ScatterMap> scatter = nullptr);
+                                 std::shared_ptr<ScatterMap> scatter = nullptr,
+                                 std::shared_ptr<EtagPin> pin = nullptr);
   // Starts a GET of bytes [start, end) that receives straight into dst[0, end - start), which must
   // stay valid until the returned DirectGet is destroyed or has finished (wait/cancel). part_size
   // (0: the client's) sets how the range is split into part requests: as the parts land in caller
   // memory, not in the pool, a direct GET may use larger ones (fewer requests).
   std::unique_ptr<DirectGet> get_into(const std::string &bucket, const std::string &key, uint64_t start,
-                                      uint64_t end, uint8_t *dst, uint64_t part_size = 0);
+                                      uint64_t end, uint8_t *dst, uint64_t part_size = 0,
+                                      std::shared_ptr<EtagPin> pin = nullptr);
   std::unique_ptr<PutStream> put(const std::string &bucket, const std::string &key,
                                  const std::string &storage_class);
   ObjectInfo head(const std::string &bucket, const std::string &key);
@@ -96,6 +123,7 @@ class Client {
             const std::string &dst_key);
 
   PoolStats pool_stats() const;
+  uint64_t read_window() const;  // bytes a GET stream may run ahead of its consumer
   CounterSnapshot counters() const;
   const ClientConfig &config() const;
 

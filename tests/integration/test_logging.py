@@ -1,0 +1,98 @@
+"""The CRT's log messages and the core's own failure paths in Python's logging (logger s3torch.crt),
+and secrets that never reach a log record, an exception or a repr."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterator
+
+import pytest
+
+from s3torch import S3Exception, S3PermissionError, configure_crt_logging
+from s3torch._crtlog import TRACE, flush_crt_logging
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def crt_logging(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Yields caplog; turns the CRT's logging back off afterwards."""
+    yield caplog
+    logging.getLogger("s3torch.crt").setLevel(logging.NOTSET)
+    configure_crt_logging()
+    flush_crt_logging()
+
+
+def _put(client, bucket: str, key: str, payload: bytes) -> None:
+    with client.put_object(bucket, key) as writer:
+        writer.write(payload)
+
+
+def test_off_by_default(moto_server, moto_bucket, make_client):
+    from s3torch import _core
+
+    assert logging.getLogger("s3torch.crt").level == logging.NOTSET
+    client = make_client(moto_server)
+    _put(client, moto_bucket, "obj", b"x" * 100)
+    assert client.get_object_stream(moto_bucket, "obj").read() == b"x" * 100
+    assert _core.crt_log_level() == 0
+
+
+def test_crt_messages_and_retries_reach_logging(
+    crt_logging, seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    from s3torch.testing import Fault, respond
+
+    payload = os.urandom(3 * MiB)
+    _put(make_client(seaweed_server), seaweed_bucket, "obj", payload)
+    proxy = proxy_factory(seaweed_server)
+    proxy.add_fault(Fault(respond(500), method="GET", times=1))
+    crt_logging.set_level(logging.DEBUG, logger="s3torch.crt")
+    client = make_client(seaweed_server, endpoint=proxy.endpoint)
+    assert client.get_object_stream(seaweed_bucket, "obj", 5, 2 * MiB).read() == payload[5 : 2 * MiB]
+    flush_crt_logging()
+    messages = [r.getMessage() for r in crt_logging.records if r.name == "s3torch.crt"]
+    ours = [m for m in messages if m.startswith("[s3torch]")]
+    assert any(
+        "attempt failed" in m and f"s3://{seaweed_bucket}/obj" in m and "bytes=5-" in m and "HTTP 500" in m
+        for m in ours
+    ), ours
+    assert len(messages) > len(ours), "the CRT's own messages arrive too"
+    # Off again: nothing more is queued.
+    logging.getLogger("s3torch.crt").setLevel(logging.NOTSET)
+    configure_crt_logging()
+    flush_crt_logging()
+    crt_logging.clear()
+    client.get_object_stream(seaweed_bucket, "obj").read()
+    flush_crt_logging()
+    assert not [r for r in crt_logging.records if r.name == "s3torch.crt"]
+
+
+def test_secret_never_appears_in_logs_errors_or_reprs(
+    crt_logging, seaweed_server, seaweed_bucket, make_client, monkeypatch
+):
+    from s3torch import _core
+
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    crt_logging.set_level(TRACE, logger="s3torch.crt")
+    dropped = _core.crt_log_dropped()
+    client = make_client(seaweed_server)  # the right secret: signed requests succeed
+    _put(client, seaweed_bucket, "obj", b"y" * 1000)
+    assert client.get_object_stream(seaweed_bucket, "obj").read() == b"y" * 1000
+
+    wrong = "wrong" + secret[::-1]
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", wrong)
+    bad = make_client(seaweed_server)
+    with pytest.raises(S3PermissionError) as caught:
+        bad.get_object_stream(seaweed_bucket, "obj").read()
+    flush_crt_logging()
+
+    records = [r for r in crt_logging.records if r.name == "s3torch.crt"]
+    assert any(r.levelno == TRACE for r in records), "TRACE level reached the CRT"
+    assert _core.crt_log_dropped() == dropped, "every record was seen"
+    texts = [r.getMessage() for r in records]
+    texts += [str(caught.value), repr(caught.value), repr(client), repr(bad), repr(client.s3client_config)]
+    for text in texts:
+        assert secret not in text and wrong not in text
+    assert isinstance(caught.value, S3Exception)

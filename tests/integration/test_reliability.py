@@ -1,0 +1,332 @@
+"""Reliability of the core: a hard memory limit, no hangs (read windows, forked children, cancel),
+clear errors for bad ranges and failed mappings."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, List
+
+import pytest
+
+from s3torch import S3Exception
+
+MiB = 1024 * 1024
+
+
+def _put(client: Any, bucket: str, key: str, payload: bytes) -> None:
+    with client.put_object(bucket, key) as writer:
+        writer.write(payload)
+
+
+def _in_thread(fn: Callable[[], Any], timeout: float) -> Any:
+    """Runs fn in a thread; fails the test (instead of hanging it) if it has not returned in time."""
+    out: List[Any] = []
+    errors: List[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:  # noqa: B036 - re-raised in the test's thread
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"still running after {timeout} s: a hang"
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+# -- bad ranges ------------------------------------------------------------------------------------
+
+
+def test_empty_and_inverted_ranges(server, bucket, make_client):
+    client = make_client(server)
+    _put(client, bucket, "obj", b"0123456789")
+    before = client.stats()["meta_requests"]
+    for start, end in ((None, 0), (0, 0), (4, 4)):
+        stream = client.get_object_stream(bucket, "obj", start, end)
+        assert stream.remaining() == 0
+        assert stream.read() == b""
+        assert list(stream) == []
+    assert client.stats()["meta_requests"] == before, "an empty range sends no request"
+    with pytest.raises(ValueError, match="before start"):
+        client.get_object_stream(bucket, "obj", 5, 3)
+    with pytest.raises(ValueError, match="before start"):
+        client.get_object_stream(bucket, "obj", 5, 0)
+    assert client.get_object_stream(bucket, "obj", None, 4).read() == b"0123"
+
+
+# -- the memory limit ------------------------------------------------------------------------------
+
+
+def test_mid_size_ranges_stay_under_the_limit(seaweed_server, seaweed_bucket, make_client):
+    """Ranges of 4-8 MiB with 8 MiB parts each take a whole part buffer: they are charged one, so
+    neither what is reserved nor what is mapped or resident ever passes the limit."""
+    limit = 32 * MiB
+    client = make_client(seaweed_server, memory_limit_bytes=limit, part_size=8 * MiB)
+    payload = os.urandom(48 * MiB)
+    _put(client, seaweed_bucket, "obj", payload)
+    ranges = [(i * 6 * MiB, i * 6 * MiB + 5 * MiB + 4096 * i) for i in range(7)]
+    peak_resident = 0
+    peak_mapped = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak_resident, peak_mapped
+        while not stop.is_set():
+            stats = client.stats()
+            peak_resident = max(peak_resident, stats["resident_bytes"])
+            peak_mapped = max(peak_mapped, stats["mapped_bytes"])
+            time.sleep(0.002)
+
+    def read_all() -> List[bytes]:
+        # Every range read by a thread of its own: their parts compete for the pool at once.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(ranges)) as ex:
+            return list(ex.map(lambda r: client.get_object_stream(seaweed_bucket, "obj", *r).read(), ranges))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        got = _in_thread(read_all, 120)
+    finally:
+        stop.set()
+        watcher.join()
+    assert got == [payload[a:b] for a, b in ranges]
+    stats = client.stats()
+    assert stats["peak_bytes"] <= limit
+    assert peak_mapped <= limit and stats["mapped_bytes"] <= limit
+    assert peak_resident <= limit
+
+
+def test_second_stream_read_first_does_not_deadlock(server, bucket, make_client):
+    """Two whole-object streams open at once, the second read to its end before the first: the
+    first one's read window keeps it from filling the pool, so the second can finish."""
+    part = 5 * MiB
+    client = make_client(server, memory_limit_bytes=3 * part, part_size=part)
+    payload = os.urandom(6 * part + 1234)
+    _put(client, bucket, "obj", payload)
+    first = client.get_object_stream(bucket, "obj")
+    time.sleep(0.5)  # let the first stream take what its window allows
+    second = client.get_object_stream(bucket, "obj")
+    try:
+        assert _in_thread(second.read, 60) == payload
+        assert _in_thread(first.read, 60) == payload
+    finally:
+        first.close()  # unblocks a hung read, so that a failure does not hang the suite
+        second.close()
+    assert client.stats()["peak_bytes"] <= 3 * part
+
+
+def test_uploads_wait_for_memory_instead_of_passing_the_limit(seaweed_server, seaweed_bucket, make_client):
+    limit = 15 * MiB
+    client = make_client(seaweed_server, memory_limit_bytes=limit, part_size=5 * MiB)
+    payloads = {f"up{i}": os.urandom(17 * MiB + i) for i in range(3)}
+
+    def upload(key: str) -> None:
+        _put(client, seaweed_bucket, key, payloads[key])
+
+    threads = [threading.Thread(target=upload, args=(k,)) for k in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive()
+    assert client.stats()["peak_bytes"] <= limit
+    for key, data in payloads.items():
+        assert client.get_object_stream(seaweed_bucket, key).read() == data
+
+
+def test_failed_mapping_fails_the_request_not_the_process(server, bucket, make_client):
+    from s3torch import _core
+
+    payload = os.urandom(11 * MiB)
+    _put(make_client(server), bucket, "obj", payload)
+    client = make_client(server, memory_limit_bytes=64 * MiB)  # a fresh pool: nothing mapped yet
+    _core._set_map_failures(1000)
+    try:
+        with pytest.raises(S3Exception):
+            _in_thread(client.get_object_stream(bucket, "obj").read, 60)
+    finally:
+        _core._set_map_failures(0)
+    assert client.stats()["map_failures"] >= 1
+    assert client.stats()["reserved_bytes"] == 0, "a failed mapping gives its charge back"
+    assert client.get_object_stream(bucket, "obj").read() == payload
+
+
+# -- forked children -------------------------------------------------------------------------------
+
+
+def _child_verdict(fn: Callable[[], None], timeout: float = 30.0) -> int:
+    """Forks; the child runs fn and exits 0 if it raised S3Exception about the fork at once, 1 if it
+    raised something else, 2 if it returned. The parent kills a child that hangs (exit code -9)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 2
+        try:
+            fn()
+        except S3Exception as e:
+            code = 0 if "forked child" in str(e) else 1
+        except BaseException:
+            code = 1
+        os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def test_parent_streams_raise_in_a_forked_child(server, bucket, make_client):
+    client = make_client(server, memory_limit_bytes=16 * MiB, part_size=8 * MiB)
+    payload = os.urandom(40 * MiB)
+    _put(client, bucket, "obj", payload)
+    stream = client.get_object_stream(bucket, "obj")
+    stream.remaining()  # started: headers arrived, parts are coming
+    buf = bytearray(4 * MiB)
+    direct = client.get_object_into(bucket, "obj", 0, buf)
+    writer = client.put_object(bucket, "other")
+    writer.write(b"x" * 100)
+
+    assert _child_verdict(lambda: [stream.read() for _ in range(3)]) == 0
+    assert _child_verdict(direct.wait) == 0
+    assert _child_verdict(lambda: writer.write(b"more")) == 0
+    assert _child_verdict(writer.close) == 0
+    # The child may use the client itself: it gets a native client of its own.
+    assert _child_verdict(lambda: [client.get_object_stream(bucket, "obj").read(), os._exit(0)]) == 0
+
+    # The parent's objects are untouched by what the children did.
+    assert stream.read() == payload
+    direct.wait()
+    assert bytes(buf) == payload[: 4 * MiB]
+    writer.close()
+    assert client.get_object_stream(bucket, "other").read() == b"x" * 100
+
+
+# -- cancel ----------------------------------------------------------------------------------------
+
+
+def test_cancel_stops_the_fallback_before_returning(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    """A direct GET whose parts landed out of place is redone as a stream; cancel() during that
+    re-download returns only once nothing writes into the buffer any more."""
+    from s3torch import _core
+    from s3torch.testing import Fault, delay
+
+    payload = os.urandom(24 * MiB)
+    _put(make_client(seaweed_server), seaweed_bucket, "obj", payload)
+    proxy = proxy_factory(seaweed_server)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=8 * MiB)
+    buf = bytearray(len(payload))
+    _core._set_direct_placement_fault(True)
+    try:
+        direct = client.get_object_into(seaweed_bucket, "obj", 0, buf)
+        # The direct parts fail at once; the fallback's GETs stall half way through their bodies.
+        proxy.add_fault(Fault(delay(1.0, after_bytes=MiB), method="GET", times=None))
+        outcome: List[Any] = []
+
+        def wait() -> None:
+            try:
+                direct.wait()
+                outcome.append("returned")
+            except BaseException as e:  # noqa: B036 - checked below
+                outcome.append(e)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + 30
+        while client.stats()["direct_fallbacks"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client.stats()["direct_fallbacks"] == 1, "the fallback re-download started"
+        _in_thread(direct.cancel, 30)
+        snapshot = bytes(buf)
+        time.sleep(1.5)  # past the proxy's stall: a still-running copy would change the buffer now
+        assert bytes(buf) == snapshot
+        waiter.join(30)
+        assert not waiter.is_alive()
+        assert isinstance(outcome[0], S3Exception) and "cancelled" in str(outcome[0])
+    finally:
+        _core._set_direct_placement_fault(False)
+        proxy.clear_faults()
+
+
+# -- one version per reader or load ----------------------------------------------------------------
+
+
+def test_range_reader_refuses_an_object_overwritten_between_its_gets(server, bucket, make_client):
+    from s3torch import S3ReaderConstructor
+
+    client = make_client(server)
+    old, new = os.urandom(3 * MiB), os.urandom(3 * MiB)
+    _put(client, bucket, "obj", old)
+    ranged = S3ReaderConstructor.range_based(buffer_size=0)
+    reader = client.get_object(bucket, "obj", reader_constructor=ranged)
+    assert reader.read(MiB) == old[:MiB]
+    _put(client, bucket, "obj", new)  # overwritten between two GETs of one reader
+    with pytest.raises(S3Exception, match="changed during the read") as caught:
+        reader.read(MiB)
+    assert caught.value.status == 412 and caught.value.code == "PreconditionFailed"
+    # A new reader reads the new version.
+    fresh = client.get_object(bucket, "obj", reader_constructor=ranged)
+    assert fresh.read() == new
+
+
+def test_get_under_way_when_the_version_was_pinned_is_checked(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    """Two GETs of one pin start before either has a response (so neither sends If-Match); the
+    object is overwritten before the second one reaches the server: its ETag differs from the
+    pinned one and it fails instead of handing out bytes of the new version."""
+    from s3torch import _core
+    from s3torch.testing import Fault, delay
+
+    old, new = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    _put(make_client(seaweed_server), seaweed_bucket, "obj", old)
+    proxy = proxy_factory(seaweed_server)
+    proxy.add_fault(Fault(delay(1.5), method="GET", when=lambda r: r.range is not None and r.range[0] == MiB))
+    client = make_client(seaweed_server, endpoint=proxy.endpoint)
+    pin = _core.EtagPin()
+    first = client.get_object_stream(seaweed_bucket, "obj", 0, MiB, pin=pin)
+    second = client.get_object_stream(seaweed_bucket, "obj", MiB, 2 * MiB, pin=pin)
+    assert first.read() == old[:MiB]
+    assert pin.etag is not None
+    _put(make_client(seaweed_server), seaweed_bucket, "obj", new)
+    with pytest.raises(S3Exception, match="changed during the read"):
+        second.read()
+
+
+# -- a server that stops answering ------------------------------------------------------------------
+
+
+def test_stalled_body_times_out_then_retries_or_raises(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    from s3torch.testing import Fault, delay
+
+    payload = os.urandom(3 * MiB)
+    _put(make_client(seaweed_server), seaweed_bucket, "obj", payload)
+    proxy = proxy_factory(seaweed_server)
+    # The server sends the head and 1 MiB of the body, then nothing for 20 s.
+    stall = proxy.add_fault(Fault(delay(20, after_bytes=MiB), method="GET", times=1))
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, read_timeout_s=2, part_size=8 * MiB)
+    t0 = time.monotonic()
+    assert _in_thread(client.get_object_stream(seaweed_bucket, "obj").read, 60) == payload
+    assert stall.fired == 1 and time.monotonic() - t0 < 15, "dropped after the timeout and retried"
+
+    proxy.clear_faults()
+    proxy.add_fault(Fault(delay(20, after_bytes=MiB), method="GET", times=None))
+    once = make_client(seaweed_server, endpoint=proxy.endpoint, read_timeout_s=2, max_attempts=1)
+    t0 = time.monotonic()
+    with pytest.raises(S3Exception, match="GetObject"):
+        _in_thread(once.get_object_stream(seaweed_bucket, "obj").read, 60)
+    assert time.monotonic() - t0 < 15
