@@ -10,13 +10,13 @@ from torch.distributed.checkpoint.filesystem import _StorageInfo
 from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
+from s3torch import S3Exception
 from s3torch.dcp._concurrent import (
     ConcurrentPlanLoader,
     _Cursor,
     _Hole,
     _Range,
     _segments,
-    _StreamEnded,
     default_max_streams,
 )
 from s3torch.s3reader import ItemRange, coalesce_ranges
@@ -69,7 +69,7 @@ def _stream(sizes: List[int], first: int = 0) -> ChunkStream:
 
 
 def _cursor(sizes: List[int], start: int = 1000) -> _Cursor:
-    return _Cursor([(_stream(sizes), start + sum(sizes))], start, "test")
+    return _Cursor([(_stream(sizes), start + sum(sizes))], start, "bkt", "obj")
 
 
 def _split_cursor(cut: int, total: int, start: int = 1000) -> _Cursor:
@@ -77,7 +77,8 @@ def _split_cursor(cut: int, total: int, start: int = 1000) -> _Cursor:
     return _Cursor(
         [(_stream([3, cut - 3]), start + cut), (_stream([7, total - cut - 7], cut), start + total)],
         start,
-        "test",
+        "bkt",
+        "obj",
     )
 
 
@@ -112,24 +113,27 @@ def test_cursor_moves_across_segments() -> None:
     cur = _split_cursor(20, 60)
     cur.skip_to(1030)  # a skip across the boundary
     assert bytes(cur.read_bytes(30)) == DATA[30:60]
-    with pytest.raises(_StreamEnded):
+    with pytest.raises(S3Exception, match="obj"):
         cur.read_bytes(1)
 
 
 def test_a_short_first_segment_is_an_error_not_a_shift() -> None:
     # The first stream ends 5 bytes early: the cursor must not read the second stream's bytes as if
     # they were the missing ones.
-    cur = _Cursor([(_stream([15]), 1020), (_stream([40], 20), 1060)], 1000, "test")
-    with pytest.raises(_StreamEnded):
+    cur = _Cursor([(_stream([15]), 1020), (_stream([40], 20), 1060)], 1000, "bkt", "obj")
+    with pytest.raises(S3Exception, match="obj"):
         cur.read_bytes(30)
 
 
 def test_end_of_stream_is_an_error() -> None:
     cur = _cursor([10])
-    with pytest.raises(_StreamEnded):
+    with pytest.raises(S3Exception, match="obj") as caught:
         cur.read_bytes(11)
+    # A public error that says where the data ended and how much is missing.
+    assert caught.value.key == "obj" and caught.value.code == "IncompleteBody"
+    assert "offset 1010" in str(caught.value) and "1 bytes short" in str(caught.value)
     cur = _cursor([10])
-    with pytest.raises(_StreamEnded):
+    with pytest.raises(S3Exception, match="obj"):
         cur.skip_to(1011)
     assert len(_cursor([10]).peek(50)) == 10  # a short peek only says how much there is
 

@@ -129,18 +129,24 @@ def _find_small_record_end(buf: memoryview, start: int, limit: int = _MAX_SMALL_
 
     Its size is only in the descriptor after it, so we look for a descriptor whose CRC and sizes
     both match the bytes before it: a false match would need a CRC collision on the same length.
+    Archives saved with ``torch.serialization.set_crc32_options(False)`` write a zero CRC: such a
+    descriptor counts when its sizes match and the next record's signature follows it.
     """
-    raw = bytes(buf[start : start + limit + 16])
+    span = limit + 20  # a descriptor (16 bytes) and the signature after it
+    raw = bytes(buf[start : start + span])
     at = 0
     while True:
         at = raw.find(_DESC_SIG, at)
-        if at < 0 or at + 16 > len(raw):
-            if start + limit + 16 <= len(buf):
+        if at < 0 or at + 20 > len(raw):
+            if start + span <= len(buf):
                 raise UnsupportedArchive("record larger than expected")
-            raise NeedMoreBytes(min(len(buf) * 2, start + limit + 16))
+            raise NeedMoreBytes(min(max(len(buf) * 2, start + at + 20), start + span))
         crc, csize, usize = struct.unpack_from("<III", raw, at + 4)
-        if csize == usize == at and crc == zlib.crc32(raw[:at]):
-            return start + at
+        if csize == usize == at:
+            if crc == zlib.crc32(raw[:at]):
+                return start + at
+            if crc == 0 and raw[at + 16 : at + 20] in (_LOCAL_SIG, _CD_SIG):
+                return start + at
         at += 1
 
 

@@ -36,6 +36,7 @@ import torch
 from torch.distributed._shard._utils import narrow_tensor_by_index
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 
+from .._exceptions import S3Exception
 from ._archive import ArchiveHead, NeedMoreBytes, UnsupportedArchive, check_tail, parse_head
 from ._stats import LoadStats
 
@@ -53,16 +54,26 @@ _PARTS_PER_STREAM = 3
 # A tensor item whose middle is at least this long is received straight into its destination.
 DEFAULT_DIRECT_MIN = 1 * MiB
 # The streamed head and tail of such an item: more than the archive records before and after the raw
-# bytes of any torch.save archive we parse (about 0.7 and 0.9 KiB), so the hole lies inside them.
-HEAD_WINDOW = 4096
-TAIL_WINDOW = 4096
+# bytes of a torch.save archive (0.7 and 0.9 KiB by default; 20 and 4.8 KiB with 4 KiB storage
+# alignment), so the hole lies inside the tensor bytes. A longer head or tail still loads, staged.
+HEAD_WINDOW = 32 * 1024
+TAIL_WINDOW = 8 * 1024
 # Where torch.save puts a tensor's bytes in its archive (its records are 64-byte aligned): the first
 # guess of a load, replaced by the last offset parsed.
 DEFAULT_DATA_OFFSET = 704
 
 
-class _StreamEnded(Exception):
-    pass
+def truncated(bucket: str, key: str, offset: int, missing: int) -> S3Exception:
+    """The public error for a response that ended early (an object shorter than its metadata says,
+    or a body cut off): never a silent shift of the bytes that follow."""
+    return S3Exception(
+        f"s3://{bucket}/{key}: the object's data ended at offset {offset}, {missing} bytes short of "
+        "what the checkpoint needs (truncated or overwritten object?)",
+        bucket=bucket,
+        key=key,
+        code="IncompleteBody",
+        operation="GetObject",
+    )
 
 
 class _Cursor:
@@ -74,16 +85,17 @@ class _Cursor:
     the part buffers into the caller's memory.
     """
 
-    __slots__ = ("_segments", "_index", "pos", "_what")
+    __slots__ = ("_segments", "_index", "pos", "_bucket", "_key")
 
-    def __init__(self, segments: Sequence[Tuple[Any, int]], start: int, what: str) -> None:
+    def __init__(self, segments: Sequence[Tuple[Any, int]], start: int, bucket: str, key: str) -> None:
         self._segments = list(segments)
         self._index = 0
         self.pos = start  # object offset of the next byte we hand out
-        self._what = what
+        self._bucket = bucket
+        self._key = key
 
-    def _ended(self, need: int) -> _StreamEnded:
-        return _StreamEnded(f"{self._what}: stream ended at offset {self.pos} ({need} more bytes needed)")
+    def _ended(self, need: int) -> S3Exception:
+        return truncated(self._bucket, self._key, self.pos, need)
 
     def _stream(self) -> Tuple[Any, int]:
         """The stream holding ``pos`` and how many of its bytes are left (0: no stream left)."""
@@ -107,7 +119,8 @@ class _Cursor:
     def skip_to(self, offset: int) -> None:
         n = offset - self.pos
         if n < 0:
-            raise AssertionError(f"{self._what}: cannot seek back from {self.pos} to {offset}")
+            where = f"s3://{self._bucket}/{self._key}"
+            raise AssertionError(f"{where}: cannot seek back from {self.pos} to {offset}")
         while n:
             stream, left = self._stream()
             want = min(n, left) if left > 0 else n
@@ -169,6 +182,7 @@ class _Task:
     start: int
     end: int
     ranges: List[_Range] = field(default_factory=list)
+    pin: Any = None  # the file's EtagPin: every GET of one file in a load reads one version
 
 
 @dataclass
@@ -280,8 +294,11 @@ class ConcurrentPlanLoader:
         stats = self.stats
         stats.files = len(per_file)
         stats.items = len(plan.items)
+        from .. import _core
+
         for relative_path, by_range in per_file.items():
             bucket, key = self._resolve_uri(relative_path)
+            pin = _core.EtagPin()
             spans = sorted(by_range)
             ranges: Dict[int, _Range] = {}
             item_ranges = []
@@ -301,7 +318,9 @@ class ConcurrentPlanLoader:
                 ranges[offset] = rng
                 item_ranges.append(self._item_range(offset, offset + length))
             for group in self._coalesce(item_ranges, self._max_gap_size):
-                tasks.extend(self._split(bucket, key, [ranges[r.start] for r in group.items]))
+                for task in self._split(bucket, key, [ranges[r.start] for r in group.items]):
+                    task.pin = pin
+                    tasks.append(task)
         stats.bytes_fetched = sum(t.end - t.start for t in tasks)
         return tasks, empty
 
@@ -367,16 +386,17 @@ class ConcurrentPlanLoader:
             dest = _byte_view(target)
             base = rng.start + self._data_offset
             saved = self._saved_dtype(req)
-            if (
-                dest is not None
-                and saved in (None, target.dtype)
-                and start >= base
-                and end - base <= len(dest)
-            ):
-                holes.append(_Hole(rng, start, end, target, dest, base))
-            else:  # dtype cast or a narrowed read: scatter into a staging copy of the item
-                staged = bytearray(rng.end - rng.start)
-                holes.append(_Hole(rng, start, end, target, memoryview(staged), rng.start, staged))
+            if dest is not None and saved in (None, target.dtype) and start >= base:
+                # The middle lands at the guessed offset and may have to move once the head is
+                # parsed: it must fit the tensor where it lands (a longer head than guessed, e.g.
+                # another storage alignment, leaves more of the item's end to the stream).
+                in_place_end = min(end, base + len(dest))
+                if in_place_end - start >= self._direct_min:
+                    holes.append(_Hole(rng, start, in_place_end, target, dest, base))
+                    continue
+            # A dtype cast or a narrowed read: scatter into a staging copy of the item.
+            staged = bytearray(rng.end - rng.start)
+            holes.append(_Hole(rng, start, end, target, memoryview(staged), rng.start, staged))
         return holes
 
     def _saved_dtype(self, req: ReadItem) -> Optional[torch.dtype]:
@@ -390,21 +410,22 @@ class ConcurrentPlanLoader:
     def _run_task(self, task: _Task) -> None:
         if self._cancel.is_set():
             return
-        what = f"s3://{task.bucket}/{task.key}[{task.start}:{task.end}]"
         holes = self._plan_holes(task)
         # Every stream starts now, so the aligned bulk downloads while the heads are consumed.
         streams: List[Tuple[Any, int]] = []
         try:
             for a, b in _segments(task.start, task.end, self._align_bytes):
                 pairs = [p for p in (h.scatter(a, b) for h in holes) if p is not None]
-                stream = self._client.get_object_stream(task.bucket, task.key, a, b, scatter=pairs or None)
+                stream = self._client.get_object_stream(
+                    task.bucket, task.key, a, b, scatter=pairs or None, pin=task.pin
+                )
                 streams.append((stream, b))
             with self._stats_lock:
                 self.stats.get_requests += len(streams)
                 self._open_streams += 1
                 self.stats.max_streams = max(self.stats.max_streams, self._open_streams)
             try:
-                cursor = _Cursor(streams, task.start, what)
+                cursor = _Cursor(streams, task.start, task.bucket, task.key)
                 by_start = {hole.rng.start: hole for hole in holes}
                 for rng in task.ranges:
                     if self._cancel.is_set():
@@ -432,7 +453,7 @@ class ConcurrentPlanLoader:
         while True:
             view = cursor.peek(n)
             if len(view) < n:
-                raise _StreamEnded(f"s3://{task.bucket}/{task.key}: stream ended inside item at {rng.start}")
+                raise truncated(task.bucket, task.key, cursor.pos + len(view), n - len(view))
             try:
                 head = parse_head(memoryview(view), length)
             except NeedMoreBytes as e:
@@ -463,19 +484,21 @@ class ConcurrentPlanLoader:
                 self._data_offset = head.data_offset
                 self._finish_in_place(task, cursor, hole, head, data_start, data_end)
                 return
-        if hole.staged is None:
-            # The middle went into the tensor at a layout the archive does not have: once the
-            # stream is past the item nothing writes there any more, and torch.load reads it again.
-            cursor.skip_to(rng.end)
-            self._refetch_generic(task, rng, target)
-            return
-        view = hole.dest  # the staged item: its middle is scattered there, the rest is streamed
+        # Not a layout to finish in place (a strided or cast tensor, an archive we cannot parse, a
+        # head longer than the window): assemble the whole item from the stream and its scattered
+        # middle, and let torch.load read it. Each byte is still fetched once.
+        staged = hole.staged if hole.staged is not None else bytearray(rng.end - rng.start)
+        view = memoryview(staged)
         cursor.read_into(view[: hole.start - rng.start])
-        cursor.skip_to(hole.end)
+        cursor.skip_to(hole.end)  # past the middle: nothing writes into hole.dest any more
         cursor.read_into(view[hole.end - rng.start :])
+        if hole.staged is None:  # the middle landed in the tensor's memory: copy it out first
+            view[hole.start - rng.start : hole.end - rng.start] = hole.dest[
+                hole.start - hole.base : hole.end - hole.base
+            ]
         with self._stats_lock:
             self.stats.fallback_items += 1
-        self._load_generic(rng.reqs, hole.staged, target)
+        self._load_generic(rng.reqs, staged, target)
 
     def _finish_in_place(
         self, task: _Task, cursor: _Cursor, hole: _Hole, head: ArchiveHead, data_start: int, data_end: int
@@ -573,11 +596,10 @@ class ConcurrentPlanLoader:
             self._planner.commit_tensor(req, target)
 
     def _refetch_generic(self, task: _Task, rng: _Range, target: torch.Tensor) -> None:
-        stream = self._client.get_object_stream(task.bucket, task.key, rng.start, rng.end)
-        try:
-            data = _Cursor([(stream, rng.end)], rng.start, task.key).read_bytes(rng.end - rng.start)
-        finally:
-            stream.close()
+        # Straight into memory of our own, not through the pool: the task's streams are still open
+        # and may hold all of it, and the pool grants in order, so a pooled GET here could wait forever.
+        data = bytearray(rng.end - rng.start)
+        self._client.get_object_into(task.bucket, task.key, rng.start, data, pin=task.pin).wait()
         with self._stats_lock:
             self.stats.get_requests += 1
             self.stats.bytes_fetched += rng.end - rng.start
