@@ -96,3 +96,29 @@ def test_secret_never_appears_in_logs_errors_or_reprs(
     for text in texts:
         assert secret not in text and wrong not in text
     assert isinstance(caught.value, S3Exception)
+
+
+def test_credentials_from_a_named_profile(seaweed_server, seaweed_bucket, make_client, monkeypatch, tmp_path):
+    """The SDKs' shared files: a named profile's keys sign requests (SigV4 checked by SeaweedFS);
+    a profile with a wrong secret gets PermissionError without the secret in it."""
+    key_id, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+    _put(make_client(seaweed_server), seaweed_bucket, "obj", b"profile")
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n"
+        f"[train]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n\n"
+        f"[broken]\naws_access_key_id = {key_id}\naws_secret_access_key = not-{secret}\n"
+    )
+    config = tmp_path / "config"
+    config.write_text("[profile train]\nregion = us-east-1\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    train = make_client(seaweed_server, profile="train")
+    assert train.get_object_stream(seaweed_bucket, "obj").read() == b"profile"
+    with pytest.raises(S3PermissionError) as caught:
+        make_client(seaweed_server, profile="broken").get_object_stream(seaweed_bucket, "obj").read()
+    assert secret not in str(caught.value)
+    monkeypatch.setenv("AWS_PROFILE", "train")  # the environment's choice, as the SDKs read it
+    assert make_client(seaweed_server).get_object_stream(seaweed_bucket, "obj").read() == b"profile"

@@ -330,3 +330,113 @@ def test_stalled_body_times_out_then_retries_or_raises(
     with pytest.raises(S3Exception, match="GetObject"):
         _in_thread(once.get_object_stream(seaweed_bucket, "obj").read, 60)
     assert time.monotonic() - t0 < 15
+
+
+# -- concurrency, processes, memory ----------------------------------------------------------------
+
+
+def test_one_client_shared_by_16_threads(seaweed_server, seaweed_bucket, make_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = make_client(seaweed_server, memory_limit_bytes=64 * MiB)
+    objects = {f"o{i}": os.urandom(MiB * (1 + i % 5) + 1000 * i) for i in range(8)}
+    for key, data in objects.items():
+        _put(client, seaweed_bucket, key, data)
+
+    def work(i: int) -> int:
+        import random
+
+        rng = random.Random(i)
+        checked = 0
+        for _ in range(12):
+            key = rng.choice(sorted(objects))
+            data = objects[key]
+            a = rng.randrange(len(data))
+            b = rng.randrange(a, len(data) + 1)
+            kind = rng.randrange(3)
+            if kind == 0:
+                got = client.get_object_stream(seaweed_bucket, key, a, b).read()
+            elif kind == 1:
+                buf = bytearray(b - a)
+                client.get_object_into(seaweed_bucket, key, a, buf).wait()
+                got = bytes(buf)
+            else:
+                got = client.get_object(seaweed_bucket, key).read()
+                a, b = 0, len(data)
+            assert got == data[a:b], (key, a, b, kind)
+            checked += 1
+        return checked
+
+    with ThreadPoolExecutor(16) as ex:
+        assert sum(_in_thread(lambda: list(ex.map(work, range(16))), 180)) == 16 * 12
+    assert client.stats()["peak_bytes"] <= 64 * MiB
+
+
+class _Objects:
+    """A map-style dataset over objects, reading through one pickled S3Client."""
+
+    def __init__(self, client: Any, bucket: str, keys: List[str]) -> None:
+        self.client, self.bucket, self.keys = client, bucket, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.client.get_object(self.bucket, self.keys[i]).read()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_dataloader_workers_after_the_parent_used_the_client(moto_server, moto_bucket, make_client, method):
+    import torch.utils.data
+
+    client = make_client(moto_server)
+    objects = {f"s{i}": os.urandom(10_000 + i) for i in range(12)}
+    for key, data in objects.items():
+        _put(client, moto_bucket, key, data)
+    keys = sorted(objects)
+    stream = client.get_object_stream(moto_bucket, keys[0])  # the parent's own, open across the fork
+    assert stream.read(100) == objects[keys[0]][:100]
+    loader = torch.utils.data.DataLoader(
+        _Objects(client, moto_bucket, keys),
+        batch_size=None,
+        num_workers=2,
+        multiprocessing_context=method,
+        timeout=60,
+    )
+    assert _in_thread(lambda: list(loader), 120) == [objects[k] for k in keys]
+    assert stream.read() == objects[keys[0]][100:]
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_streaming_2gib_with_a_128mib_pool_keeps_rss_flat(seaweed_server, seaweed_bucket, make_client):
+    import hashlib
+
+    block = os.urandom(16 * MiB)
+    blocks = 128  # 2 GiB, uploaded block by block: neither side holds it whole
+    writer_client = make_client(seaweed_server)
+    digest = hashlib.sha256()
+    with writer_client.put_object(seaweed_bucket, "two-gib") as writer:
+        for i in range(blocks):
+            piece = i.to_bytes(8, "little") + block[8:]
+            writer.write(piece)
+            digest.update(piece)
+    del writer_client
+
+    client = make_client(seaweed_server, memory_limit_bytes=128 * MiB)
+    before = peak = _rss()
+    got = hashlib.sha256()
+    buf = bytearray(8 * MiB)
+    view = memoryview(buf)
+    stream = client.get_object_stream(seaweed_bucket, "two-gib")
+    total = 0
+    while n := stream.read_into(buf):
+        got.update(view[:n])
+        total += n
+        peak = max(peak, _rss())
+    assert total == blocks * len(block) and got.digest() == digest.digest()
+    assert peak - before < 300 * MiB, f"RSS grew by {(peak - before) / MiB:.0f} MiB"
+    assert client.stats()["peak_bytes"] <= 128 * MiB
