@@ -41,7 +41,14 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "python"))
+# The installed s3torch (scripts/setup.sh); the source tree only where that is not importable.
+try:
+    import s3torch._core  # noqa: F401
+
+    SOURCE_PATH = ""
+except ImportError:
+    SOURCE_PATH = str(REPO / "python")
+    sys.path.insert(0, SOURCE_PATH)
 
 GB = 1e9
 
@@ -188,7 +195,8 @@ def run_case(
     if args.no_verify:
         cmd.append("--no-verify")
     env = dict(os.environ, **server.env())
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "python"), env.get("PYTHONPATH", "")])
+    if SOURCE_PATH:
+        env["PYTHONPATH"] = os.pathsep.join([SOURCE_PATH, env.get("PYTHONPATH", "")])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(f"{lib} {kind} {scope} failed:\n{out.stdout[-2000:]}{out.stderr[-4000:]}")

@@ -81,6 +81,14 @@ struct PyDirectGet {
   }
 };
 
+// A dict of a stats struct's fields, from its for_each (the one list of them).
+template <class Stats>
+nb::dict as_dict(const Stats &stats) {
+  nb::dict d;
+  stats.for_each([&](const char *name, auto value) { d[name] = value; });
+  return d;
+}
+
 nb::object info_tuple(const ObjectInfo &o) {
   return nb::make_tuple(o.key, o.etag, o.size, o.last_modified, o.storage_class, o.restore);
 }
@@ -245,7 +253,8 @@ NB_MODULE(_core, m) {
           "__init__",
           [](Client *self, const std::string &region, const std::string &endpoint, const std::string &user_agent_prefix,
              const std::string &profile, double throughput_target_gbps, uint64_t part_size, bool unsigned_requests,
-             bool force_path_style, uint32_t max_attempts, uint64_t memory_limit_bytes, uint32_t read_timeout_s) {
+             bool force_path_style, uint32_t max_attempts, uint64_t memory_limit_bytes, uint32_t read_timeout_s,
+             bool upload_checksum) {
             ClientConfig c;
             c.region = region;
             c.endpoint = endpoint;
@@ -258,12 +267,13 @@ NB_MODULE(_core, m) {
             c.max_attempts = max_attempts;
             c.memory_limit_bytes = memory_limit_bytes;
             c.read_timeout_s = read_timeout_s;
+            c.upload_checksum = upload_checksum;
             new (self) Client(std::move(c));
           },
           nb::arg("region"), nb::arg("endpoint") = "", nb::arg("user_agent_prefix") = "", nb::arg("profile") = "",
           nb::arg("throughput_target_gbps") = 10.0, nb::arg("part_size") = 8ull << 20,
           nb::arg("unsigned") = false, nb::arg("force_path_style") = false, nb::arg("max_attempts") = 10,
-          nb::arg("memory_limit_bytes") = 0, nb::arg("read_timeout_s") = 0)
+          nb::arg("memory_limit_bytes") = 0, nb::arg("read_timeout_s") = 0, nb::arg("upload_checksum") = true)
       .def(
           "get",
           [](Client &c, const std::string &bucket, const std::string &key, std::optional<uint64_t> start,
@@ -344,43 +354,6 @@ NB_MODULE(_core, m) {
                    "Bytes a GET stream may run ahead of its consumer (read backpressure)")
       .def("delete", &Client::remove, nb::call_guard<nb::gil_scoped_release>())
       .def("copy", &Client::copy, nb::call_guard<nb::gil_scoped_release>())
-      .def("pool_stats",
-           [](const Client &c) {
-             PoolStats s = c.pool_stats();
-             nb::dict d;
-             d["limit_bytes"] = s.limit_bytes;
-             d["reserved_bytes"] = s.reserved_bytes;
-             d["in_use_bytes"] = s.in_use_bytes;
-             d["peak_bytes"] = s.peak_bytes;
-             d["mapped_bytes"] = s.mapped_bytes;
-             d["locked_bytes"] = s.locked_bytes;
-             d["resident_bytes"] = s.resident_bytes;
-             d["map_failures"] = s.map_failures;
-             d["pending_reservations"] = s.pending_reservations;
-             d["tickets_granted"] = s.tickets_granted;
-             d["waits"] = s.waits;
-             d["mlock_ok"] = s.mlock_ok;
-             d["part_size"] = s.part_size;
-             d["slab_bytes"] = s.slab_bytes;
-             d["direct_tickets"] = s.direct_tickets;
-             d["scatter_tickets"] = s.scatter_tickets;
-             return d;
-           })
-      .def("counters", [](const Client &c) {
-        CounterSnapshot s = c.counters();
-        nb::dict d;
-        d["meta_requests"] = s.meta_requests;
-        d["get_streams"] = s.get_streams;
-        d["put_streams"] = s.put_streams;
-        d["http_requests"] = s.http_requests;
-        d["failed_attempts"] = s.failed_attempts;
-        d["bytes_downloaded"] = s.bytes_downloaded;
-        d["bytes_uploaded"] = s.bytes_uploaded;
-        d["chunk_copies"] = s.chunk_copies;
-        d["direct_gets"] = s.direct_gets;
-        d["direct_bytes"] = s.direct_bytes;
-        d["direct_fallbacks"] = s.direct_fallbacks;
-        d["scatter_bytes"] = s.scatter_bytes;
-        return d;
-      });
+      .def("pool_stats", [](const Client &c) { return as_dict(c.pool_stats()); })
+      .def("counters", [](const Client &c) { return as_dict(c.counters()); });
 }

@@ -23,6 +23,15 @@
 
 namespace s3torch {
 
+inline aws_byte_cursor cur(const std::string &s) { return aws_byte_cursor_from_array(s.data(), s.size()); }
+
+inline std::string to_string(aws_byte_cursor c) { return std::string(reinterpret_cast<const char *>(c.ptr), c.len); }
+
+inline void add_header(aws_http_message *m, const std::string &name, const std::string &value) {
+  aws_http_header h = {cur(name), cur(value), AWS_HTTP_HEADER_COMPRESSION_USE_CACHE};
+  aws_http_message_add_header(m, h);
+}
+
 // Where a request goes: the meta request's endpoint URI plus the HTTP path and Host header.
 struct Target {
   std::string endpoint_uri;  // scheme://authority
@@ -65,6 +74,7 @@ struct RequestBase {
   std::string operation, bucket, key;
   std::string range;  // GETs: the Range header sent, for messages
 
+  // mu guards what the CRT's threads and the caller's share: the fields from here to pool_registered.
   std::mutex mu;
   std::condition_variable cv;
   bool finished = false;
@@ -176,6 +186,11 @@ std::shared_ptr<SimpleRequest> run_simple(const std::shared_ptr<Client::Impl> &i
                                           const std::vector<std::pair<std::string, std::string>> &headers);
 
 std::string header_value(const aws_http_headers *headers, const char *name);
+
+// The body callback of every meta request (on a CRT event-loop thread): hands the body to the
+// request state's on_body; noexcept.
+int on_body_callback(aws_s3_meta_request *, const aws_byte_cursor *body,
+                     const aws_s3_meta_request_receive_body_extra_info info, void *user_data) noexcept;
 
 // Client::get for code that holds the client's Impl (DirectGet's fallback).
 std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,

@@ -204,6 +204,7 @@ class S3Client:
                         max_attempts=int(cfg.max_attempts),
                         memory_limit_bytes=int(cfg.memory_limit_bytes or 0),
                         read_timeout_s=int(cfg.read_timeout_s or 0),
+                        upload_checksum=bool(cfg.upload_checksum),
                     )
                     self._pid = pid
         return self._native_client

@@ -20,7 +20,9 @@ class S3ClientConfig:
     default for the throughput target). A slow consumer stalls downloads at that limit instead of growing
     memory. ``read_timeout_s``: a connection that moves no byte for this many seconds (a server that
     stops answering mid-body) is dropped and the request retried while ``max_attempts`` allow, then it
-    raises S3Exception (None: the CRT's 30 s).
+    raises S3Exception (None: the CRT's 30 s). ``upload_checksum``: every uploaded part carries its
+    CRC32C (an aws-chunked trailer) for the server to verify; turn it off for a store that does not
+    accept checksum trailers.
     """
 
     throughput_target_gbps: float = 10.0
@@ -31,6 +33,7 @@ class S3ClientConfig:
     profile: Optional[str] = None
     memory_limit_bytes: Optional[int] = None
     read_timeout_s: Optional[int] = None
+    upload_checksum: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.part_size, int) or isinstance(self.part_size, bool):

@@ -440,3 +440,48 @@ def test_streaming_2gib_with_a_128mib_pool_keeps_rss_flat(seaweed_server, seawee
     assert total == blocks * len(block) and got.digest() == digest.digest()
     assert peak - before < 300 * MiB, f"RSS grew by {(peak - before) / MiB:.0f} MiB"
     assert client.stats()["peak_bytes"] <= 128 * MiB
+
+
+# -- upload checksums ------------------------------------------------------------------------------
+
+
+def test_every_uploaded_part_carries_a_crc32c(server, bucket, make_client, proxy_factory):
+    proxy = proxy_factory(server)
+    client = make_client(server, endpoint=proxy.endpoint)
+    payload = os.urandom(20 * MiB)
+    _put(client, bucket, "obj", payload)
+    proxy.wait_idle()
+    parts = [r for r in proxy.requests if r.method == "PUT" and "partNumber" in r.query]
+    assert len(parts) == 3
+    for r in parts:
+        assert r.headers.get("x-amz-trailer") == "x-amz-checksum-crc32c"
+        assert r.headers.get("content-encoding") == "aws-chunked"
+    head = server.boto3_client().head_object(Bucket=bucket, Key="obj", ChecksumMode="ENABLED")
+    assert head.get("ChecksumCRC32C"), "the store kept the checksum"
+    assert client.get_object_stream(bucket, "obj").read() == payload
+
+    proxy.reset()
+    plain = make_client(server, endpoint=proxy.endpoint, upload_checksum=False)
+    _put(plain, bucket, "plain", b"z" * 1000)
+    proxy.wait_idle()
+    assert all("x-amz-trailer" not in r.headers for r in proxy.requests if r.method == "PUT")
+
+
+def test_a_part_damaged_in_transit_is_refused_and_nothing_lands(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    """SeaweedFS checks the trailer's CRC32C (moto does not): a flipped byte in an upload part is
+    refused. The CRT does not retry a 400, and the bytes were streamed, so the upload fails with the
+    server's verdict and aborts: the earlier version of the object stays, never a damaged one."""
+    from s3torch.testing import Fault, corrupt
+
+    earlier = os.urandom(MiB)
+    _put(make_client(seaweed_server), seaweed_bucket, "obj", earlier)
+    proxy = proxy_factory(seaweed_server)
+    in_a_part = Fault(corrupt(3 * MiB + 17), method="PUT", when=lambda r: "partNumber" in r.query)
+    damage = proxy.add_fault(in_a_part)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint)
+    with pytest.raises(S3Exception, match="Digest") as caught:
+        _put(client, seaweed_bucket, "obj", os.urandom(12 * MiB))
+    assert damage.fired == 1 and caught.value.status == 400
+    assert make_client(seaweed_server).get_object_stream(seaweed_bucket, "obj").read() == earlier

@@ -15,6 +15,8 @@
 #include <shared_mutex>
 #include <vector>
 
+#include "s3torch/scatter_map.hpp"
+
 struct aws_s3_buffer_pool;
 struct aws_s3_meta_request;
 struct aws_s3_buffer_pool_config;
@@ -39,6 +41,27 @@ struct PoolStats {
   uint64_t slab_bytes = 0;
   uint64_t direct_tickets = 0;   // tickets whose buffer was a caller's memory (DirectGet)
   uint64_t scatter_tickets = 0;  // part buffers of GET streams with a ScatterMap
+
+  // Calls f(name, value) for every field: the one list the bindings build their dict from.
+  template <class F>
+  void for_each(F &&f) const {
+    f("limit_bytes", limit_bytes);
+    f("reserved_bytes", reserved_bytes);
+    f("in_use_bytes", in_use_bytes);
+    f("peak_bytes", peak_bytes);
+    f("mapped_bytes", mapped_bytes);
+    f("locked_bytes", locked_bytes);
+    f("resident_bytes", resident_bytes);
+    f("map_failures", map_failures);
+    f("pending_reservations", pending_reservations);
+    f("tickets_granted", tickets_granted);
+    f("waits", waits);
+    f("mlock_ok", mlock_ok);
+    f("part_size", part_size);
+    f("slab_bytes", slab_bytes);
+    f("direct_tickets", direct_tickets);
+    f("scatter_tickets", scatter_tickets);
+  }
 };
 
 // Caller memory that the part requests of one registered GET receive into, in part order: the pool
@@ -57,35 +80,6 @@ constexpr bool kScatterSupported = true;
 #else
 constexpr bool kScatterSupported = false;
 #endif
-
-// Object bytes [start, end) of a GET stream that go to dst instead of the part buffer.
-struct ScatterRange {
-  uint64_t start = 0;
-  uint64_t end = 0;
-  uint8_t *dst = nullptr;
-};
-
-// The ranges of one GET stream whose bytes its parts write straight into caller memory (a DCP
-// load's tensors) as they arrive from the socket: one copy, no extra request. The part buffer keeps
-// its layout (the stream still hands out whole parts); at scattered offsets it holds stale bytes,
-// which the consumer skips. Called on CRT threads for every body fragment of the stream's parts.
-class ScatterMap {
- public:
-  explicit ScatterMap(std::vector<ScatterRange> ranges);  // sorted and disjoint
-  // `data` holds object bytes [offset, offset + n); bytes outside the ranges go to part[0, n).
-  void write(uint64_t offset, const uint8_t *data, size_t n, uint8_t *part);
-  // After this returns no byte is written to a destination again (they go to the part buffer).
-  void revoke();
-  const std::vector<ScatterRange> &ranges() const { return ranges_; }
-  // Adds up the bytes scattered there (set before the GET starts).
-  void set_counter(std::shared_ptr<std::atomic<uint64_t>> counter) { counter_ = std::move(counter); }
-
- private:
-  std::shared_mutex mu_;  // writers share it; revoke takes it alone
-  bool revoked_ = false;
-  std::vector<ScatterRange> ranges_;
-  std::shared_ptr<std::atomic<uint64_t>> counter_;
-};
 
 // Where the parts of one registered GET go instead of ordinary pool buffers: into caller memory in
 // part order (DirectGet), or into pool buffers that append through a ScatterMap (GetStream).

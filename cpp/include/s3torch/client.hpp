@@ -28,6 +28,7 @@ struct ClientConfig {
   uint32_t max_attempts = 10;
   uint64_t memory_limit_bytes = 0;  // 0 = CRT default for the throughput target
   uint32_t read_timeout_s = 0;      // a connection moving no bytes this long is dropped (0: CRT's 30 s)
+  bool upload_checksum = true;      // CRC32C trailer on every uploaded part
 };
 
 // The version of an object that several GETs of one reader or load must all read: the ETag of the
@@ -82,11 +83,23 @@ struct Counters {
   std::atomic<uint64_t> direct_bytes{0};       // body bytes that arrived in place, in caller memory
   std::atomic<uint64_t> direct_fallbacks{0};   // direct GETs redone as streams (a part landed elsewhere)
   std::atomic<uint64_t> scatter_bytes{0};      // stream bytes written straight to a ScatterMap's memory
-};
 
-struct CounterSnapshot {
-  uint64_t meta_requests, get_streams, put_streams, http_requests, failed_attempts, bytes_downloaded,
-      bytes_uploaded, chunk_copies, direct_gets, direct_bytes, direct_fallbacks, scatter_bytes;
+  // Calls f(name, value) for every counter: the one list the bindings build their dict from.
+  template <class F>
+  void for_each(F &&f) const {
+    f("meta_requests", meta_requests.load());
+    f("get_streams", get_streams.load());
+    f("put_streams", put_streams.load());
+    f("http_requests", http_requests.load());
+    f("failed_attempts", failed_attempts.load());
+    f("bytes_downloaded", bytes_downloaded.load());
+    f("bytes_uploaded", bytes_uploaded.load());
+    f("chunk_copies", chunk_copies.load());
+    f("direct_gets", direct_gets.load());
+    f("direct_bytes", direct_bytes.load());
+    f("direct_fallbacks", direct_fallbacks.load());
+    f("scatter_bytes", scatter_bytes.load());
+  }
 };
 
 class Client {
@@ -124,7 +137,7 @@ class Client {
 
   PoolStats pool_stats() const;
   uint64_t read_window() const;  // bytes a GET stream may run ahead of its consumer
-  CounterSnapshot counters() const;
+  const Counters &counters() const;
   const ClientConfig &config() const;
 
   struct Impl;

@@ -8,6 +8,7 @@ need them), so it works without the native ``s3torch._core``. ``make_tls_files``
 from ._ports import free_port, free_ports
 from .helpers import make_client, unique_bucket_name
 from .proxy import (
+    Corrupt,
     Delay,
     Fault,
     FaultAction,
@@ -15,6 +16,7 @@ from .proxy import (
     Reset,
     Respond,
     S3Proxy,
+    corrupt,
     delay,
     parse_range,
     reset,
@@ -37,6 +39,7 @@ __all__ = [
     "ACCESS_KEY",
     "REGION",
     "SECRET_KEY",
+    "Corrupt",
     "Delay",
     "Fault",
     "FaultAction",
@@ -47,6 +50,7 @@ __all__ = [
     "S3Server",
     "ServerStartError",
     "TlsFiles",
+    "corrupt",
     "delay",
     "find_weed",
     "free_port",

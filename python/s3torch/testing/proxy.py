@@ -124,6 +124,11 @@ class Delay(FaultAction):
     after_bytes: Optional[int] = None
 
 
+@dataclass(frozen=True)
+class Corrupt(FaultAction):
+    at_byte: int
+
+
 _S3_ERRORS = {
     400: ("BadRequest", "Bad Request"),
     403: ("AccessDenied", "Access Denied"),
@@ -167,6 +172,12 @@ def delay(seconds: float, *, after_bytes: Optional[int] = None) -> Delay:
     """Sleep ``seconds`` before forwarding the request, or (``after_bytes=N``) after relaying the
     response head and the first N body bytes (a stalled download)."""
     return Delay(seconds, after_bytes)
+
+
+def corrupt(at_byte: int) -> Corrupt:
+    """Forward the request, but flip every bit of request body byte ``at_byte`` (as sent on the wire,
+    framing included) on the way: a body damaged in transit, which the server must refuse."""
+    return Corrupt(at_byte)
 
 
 @dataclass
@@ -664,7 +675,8 @@ class _Connection:
         if expect_continue:
             response = self._await_continue(body, record)
         else:
-            self._relay_request_body(body, record, sink=upstream.sock)
+            flip = action.at_byte if isinstance(action, Corrupt) else None
+            self._relay_request_body(body, record, sink=upstream.sock, flip=flip)
         body_unsent = response is not None
         if response is None:
             response = self._read_final_response_head()
@@ -677,16 +689,30 @@ class _Connection:
         return keep_alive
 
     def _relay_request_body(
-        self, body: Union[int, str], record: RecordedRequest, sink: Optional[socket.socket]
+        self,
+        body: Union[int, str],
+        record: RecordedRequest,
+        sink: Optional[socket.socket],
+        flip: Optional[int] = None,
     ) -> None:
-        def send_data(data: memoryview) -> None:
-            record.bytes_received += len(data)
+        sent = 0  # body bytes on the wire so far, framing included
+
+        def forward(data: Union[bytes, memoryview]) -> None:
+            nonlocal sent
+            if flip is not None and sent <= flip < sent + len(data):
+                damaged = bytearray(data)
+                damaged[flip - sent] ^= 0xFF
+                data = damaged
+            sent += len(data)
             if sink is not None:
                 sink.sendall(data)
 
+        def send_data(data: memoryview) -> None:
+            record.bytes_received += len(data)
+            forward(data)
+
         def send_framing(data: bytes) -> None:
-            if sink is not None:
-                sink.sendall(data)
+            forward(data)
 
         if body == "chunked":
             self.client.relay_chunked(send_framing, send_data, self.scratch)
