@@ -369,16 +369,23 @@ def find_weed() -> Optional[str]:
     return shutil.which("weed")
 
 
+# The one bucket anonymous (unsigned) requests may read and list on a SeaweedFS test server, once
+# created; every other bucket refuses them (a public-read bucket beside private ones).
+PUBLIC_BUCKET = "s3torch-public"
+
+
 def _s3_identity_config(access_key: str, secret_key: str) -> dict[str, Any]:
     # One identity with every action: SeaweedFS then requires a valid SigV4 signature from it
-    # on every request (with no identities configured it would accept anonymous requests).
+    # on every request (with no identities configured it would accept anonymous requests), and
+    # anonymous ones may only read PUBLIC_BUCKET.
     return {
         "identities": [
             {
                 "name": access_key,
                 "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                 "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }
+            },
+            {"name": "anonymous", "actions": [f"Read:{PUBLIC_BUCKET}", f"List:{PUBLIC_BUCKET}"]},
         ]
     }
 

@@ -1,5 +1,6 @@
-"""The CRT's log messages and the core's own failure paths in Python's logging (logger s3torch.crt),
-and secrets that never reach a log record, an exception or a repr."""
+"""The CRT's log messages and the core's own failure paths in Python's logging (logger s3torch.crt);
+secrets that never reach a log record, an exception or a repr; credentials from a named profile;
+unsigned requests on a public-read and a private bucket."""
 
 from __future__ import annotations
 
@@ -122,3 +123,24 @@ def test_credentials_from_a_named_profile(seaweed_server, seaweed_bucket, make_c
     assert secret not in str(caught.value)
     monkeypatch.setenv("AWS_PROFILE", "train")  # the environment's choice, as the SDKs read it
     assert make_client(seaweed_server).get_object_stream(seaweed_bucket, "obj").read() == b"profile"
+
+
+def test_unsigned_reads_a_public_bucket_and_is_refused_on_a_private_one(
+    seaweed_server, seaweed_bucket, make_client
+):
+    from s3torch.testing.servers import PUBLIC_BUCKET
+
+    signed = make_client(seaweed_server)
+    _put(signed, seaweed_bucket, "obj", b"private")
+    if PUBLIC_BUCKET not in [b["Name"] for b in seaweed_server.boto3_client().list_buckets()["Buckets"]]:
+        seaweed_server.create_bucket(PUBLIC_BUCKET)
+    try:
+        _put(signed, PUBLIC_BUCKET, "obj", b"public")
+        anonymous = make_client(seaweed_server, unsigned=True)
+        assert anonymous.get_object_stream(PUBLIC_BUCKET, "obj").read() == b"public"
+        with pytest.raises(S3PermissionError):
+            anonymous.get_object_stream(seaweed_bucket, "obj").read()
+        with pytest.raises(S3PermissionError):
+            _put(anonymous, PUBLIC_BUCKET, "written", b"x")  # public-read, not public-write
+    finally:
+        seaweed_server.delete_bucket_recursive(PUBLIC_BUCKET)
