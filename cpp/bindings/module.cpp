@@ -228,6 +228,8 @@ NB_MODULE(_core, m) {
   m.def("_set_direct_placement_fault", &set_direct_placement_fault, nb::arg("on"),
         "Tests only: make direct GETs' parts land at wrong offsets (they must fall back)");
 
+  m.def("_set_scatter_append_fault", &set_scatter_append_fault, nb::arg("on"),
+        "Tests only: scatter appends find a buffer other than their ticket's (the GET must fail)");
   m.def("_set_map_failures", &set_map_failures, nb::arg("count"),
         "Tests only: the next `count` part-buffer mappings fail (their requests must fail cleanly)");
 

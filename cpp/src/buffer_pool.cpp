@@ -29,6 +29,7 @@ namespace {
 
 std::atomic<bool> g_direct_fault{false};
 std::atomic<int> g_map_failures{0};  // tests: this many next mappings fail as if mmap had
+std::atomic<bool> g_scatter_fault{false};  // tests: appends see a buffer that is not the ticket's
 
 size_t page_size() {
   static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -512,7 +513,7 @@ aws_byte_buf ticket_claim(aws_s3_buffer_ticket *base) noexcept {
 int ticket_append(aws_s3_buffer_ticket *base, aws_byte_buf *buf, const aws_byte_cursor *data,
                   uint64_t part_start) noexcept {
   auto *t = static_cast<Ticket *>(base->impl);
-  if (buf->buffer != t->data || buf->allocator != nullptr) {
+  if (buf->buffer != t->data || buf->allocator != nullptr || g_scatter_fault) {
     // Not this ticket's claimed buffer: appending plainly would skip the scatter and leave stale bytes
     // in the destinations while the consumer skips them. Fail the request instead.
     return aws_raise_error(AWS_ERROR_INVALID_STATE);
@@ -549,6 +550,8 @@ void pool_zero(void *user_data) noexcept {
 void set_direct_placement_fault(bool on) { g_direct_fault = on; }
 
 void set_map_failures(int count) { g_map_failures = count; }
+
+void set_scatter_append_fault(bool on) { g_scatter_fault = on; }
 
 aws_s3_buffer_pool *pool_factory(aws_allocator *allocator, aws_s3_buffer_pool_config config,
                                  void *user_data) {

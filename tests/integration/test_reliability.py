@@ -485,3 +485,24 @@ def test_a_part_damaged_in_transit_is_refused_and_nothing_lands(
         _put(client, seaweed_bucket, "obj", os.urandom(12 * MiB))
     assert damage.fired == 1 and caught.value.status == 400
     assert make_client(seaweed_server).get_object_stream(seaweed_bucket, "obj").read() == earlier
+
+
+def test_a_scatter_that_cannot_place_its_bytes_fails_the_stream(seaweed_server, seaweed_bucket, make_client):
+    """Should the CRT ever hand our append a buffer that is not the ticket's, the bytes for the
+    caller's memory would be skipped by the consumer and stale: the GET fails instead."""
+    from s3torch import _core
+
+    payload = os.urandom(10 * MiB)
+    client = make_client(seaweed_server, max_attempts=2)  # the CRT retries the failed part once
+    _put(client, seaweed_bucket, "obj", payload)
+    dest = bytearray(4 * MiB)
+    _core._set_scatter_append_fault(True)
+    try:
+        stream = client.get_object_stream(seaweed_bucket, "obj", 0, len(payload), scatter=[(MiB, dest)])
+        with pytest.raises(S3Exception):
+            _in_thread(stream.read, 60)
+    finally:
+        _core._set_scatter_append_fault(False)
+    stream = client.get_object_stream(seaweed_bucket, "obj", 0, len(payload), scatter=[(MiB, dest)])
+    stream.read()
+    assert bytes(dest) == payload[MiB : 5 * MiB]

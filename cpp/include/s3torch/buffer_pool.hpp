@@ -95,6 +95,9 @@ void set_direct_placement_fault(bool on);
 // Tests only: the next `count` buffer mappings fail as if mmap had (their requests must fail cleanly).
 void set_map_failures(int count);
 
+// Tests only: every scatter append finds a buffer other than its ticket's (the request must fail).
+void set_scatter_append_fault(bool on);
+
 class BufferPool;
 
 // Creates pools for aws_s3_client_config.buffer_pool_factory_fn; `user_data` must point to a
