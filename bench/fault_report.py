@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any, Dict, List
@@ -30,40 +29,13 @@ from s3torch.demo import leaves
 from s3torch.testing import (
     Fault,
     S3Proxy,
-    delay,
     make_client,
-    reset,
-    respond,
+    random_faults,
     start_seaweedfs,
     unique_bucket_name,
 )
 
 MiB = 1024 * 1024
-ACTIONS = [
-    reset(),
-    reset(after_bytes=2 * MiB, abortive=False),
-    respond(500),
-    respond(503),
-    delay(0.2),
-]
-
-
-class _Draw:
-    def __init__(self, rate: float, seed: int) -> None:
-        self._rng = random.Random(seed)
-        self._rate = rate
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Any) -> bool:
-        with self._lock:
-            return self._rng.random() < self._rate
-
-
-def _faults(proxy: S3Proxy, method: str, seed: int) -> List[Fault]:
-    return [
-        proxy.add_fault(Fault(a, method=method, times=None, when=_Draw(0.01, seed * 10 + i)))
-        for i, a in enumerate(ACTIONS)
-    ]
 
 
 def _lost(expected: bytes, got: bytes) -> int:
@@ -133,7 +105,7 @@ def main() -> None:
         for run in range(args.runs):
             # 1. the large object, read whole
             proxy = S3Proxy(server.endpoint).start()
-            faults = _faults(proxy, "GET", 100 + run)
+            faults = random_faults(proxy, "GET", 100 + run)
             client = make_client(server, endpoint=proxy.endpoint, memory_limit_bytes=256 * MiB)
             t0 = time.monotonic()
             digest = hashlib.sha256()
@@ -151,7 +123,7 @@ def main() -> None:
 
             # 2. random range reads, unbuffered and buffered
             proxy = S3Proxy(server.endpoint).start()
-            faults = _faults(proxy, "GET", 200 + run)
+            faults = random_faults(proxy, "GET", 200 + run)
             client = make_client(server, endpoint=proxy.endpoint)
             rng = random.Random(run)
             lost = 0
@@ -172,7 +144,7 @@ def main() -> None:
 
             # 3. DCP load
             proxy = S3Proxy(server.endpoint).start()
-            faults = _faults(proxy, "GET", 300 + run)
+            faults = random_faults(proxy, "GET", 300 + run)
             reader = S3StorageReader(server.region, f"s3://{bucket}/ckpt", endpoint=proxy.endpoint)
             reader.split_bytes = 2 * MiB
             dest = {k: torch.zeros_like(v) for k, v in state.items()}
@@ -185,7 +157,7 @@ def main() -> None:
 
             # 4. DCP save: completes and loads identical, or raises and leaves no .metadata
             proxy = S3Proxy(server.endpoint).start()
-            faults = _faults(proxy, "PUT", 400 + run)
+            faults = random_faults(proxy, "PUT", 400 + run)
             uri = f"s3://{bucket}/saved{run}"
             t0 = time.monotonic()
             try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import threading
 import time
 from typing import Any, List
 
@@ -17,37 +16,13 @@ import torch.distributed.checkpoint as dcp
 from dcp_helpers import Target, assert_same, blank_like, mixed_state
 
 from s3torch import S3Exception, S3ReaderConstructor
-from s3torch.testing import Fault, delay, reset, respond
+from s3torch.testing import Fault, random_faults, reset, respond
 
 MiB = 1024 * 1024
-# (name, action): each fires on about 1% of requests, 5% in all.
-ACTIONS = [
-    ("reset-before-response", reset()),
-    ("body-cut-halfway", reset(after_bytes=2 * MiB, abortive=False)),
-    ("500", respond(500)),
-    ("503", respond(503)),
-    ("delay", delay(0.2)),
-]
-
-
-class _Draw:
-    """A seeded, thread-safe coin with probability ``rate`` (the proxy serves requests in threads)."""
-
-    def __init__(self, rate: float, seed: int) -> None:
-        self._rng = random.Random(seed)
-        self._rate = rate
-        self._lock = threading.Lock()
-
-    def __call__(self, request: Any) -> bool:
-        with self._lock:
-            return self._rng.random() < self._rate
 
 
 def _random_faults(proxy: Any, method: str, seed: int) -> List[Fault]:
-    faults = [
-        proxy.add_fault(Fault(action, method=method, times=None, when=_Draw(0.01, seed * 100 + i)))
-        for i, (_name, action) in enumerate(ACTIONS)
-    ]
+    faults = random_faults(proxy, method, seed)  # about 5% of requests, five kinds in equal shares
     # And one certain fault early on, so that every run exercises a retry.
     faults.append(proxy.add_fault(Fault(reset(after_bytes=MiB, abortive=False), method=method, nth=2)))
     return faults

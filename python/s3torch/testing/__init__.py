@@ -8,6 +8,7 @@ need them), so it works without the native ``s3torch._core``. ``make_tls_files``
 from ._ports import free_port, free_ports
 from .helpers import make_client, unique_bucket_name
 from .proxy import (
+    Chance,
     Corrupt,
     Delay,
     Fault,
@@ -19,6 +20,7 @@ from .proxy import (
     corrupt,
     delay,
     parse_range,
+    random_faults,
     reset,
     respond,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "ACCESS_KEY",
     "REGION",
     "SECRET_KEY",
+    "Chance",
     "Corrupt",
     "Delay",
     "Fault",
@@ -58,6 +61,7 @@ __all__ = [
     "make_client",
     "make_tls_files",
     "parse_range",
+    "random_faults",
     "reset",
     "respond",
     "server_context",

@@ -21,6 +21,7 @@ response body bytes).
 from __future__ import annotations
 
 import contextlib
+import random
 import select
 import socket
 import ssl
@@ -206,6 +207,32 @@ class Fault:
     @property
     def exhausted(self) -> bool:
         return self.times is not None and self.fired >= self.times
+
+
+class Chance:
+    """A seeded, thread-safe coin for ``Fault(when=...)``: true on about ``rate`` of the requests
+    it is asked about (the proxy serves connections in threads)."""
+
+    def __init__(self, rate: float, seed: int) -> None:
+        self._rng = random.Random(seed)
+        self._rate = rate
+        self._lock = threading.Lock()
+
+    def __call__(self, request: RecordedRequest) -> bool:
+        with self._lock:
+            return self._rng.random() < self._rate
+
+
+def random_faults(proxy: S3Proxy, method: str, seed: int, rate: float = 0.05) -> list[Fault]:
+    """Adds faults that hit about ``rate`` of ``method`` requests at random, in equal shares: a reset
+    before the response, a body cut after 2 MiB, 500 InternalError, 503 SlowDown, a 0.2 s delay."""
+    cut = reset(after_bytes=2 * 1024 * 1024, abortive=False)
+    actions = [reset(), cut, respond(500), respond(503), delay(0.2)]
+    share = rate / len(actions)
+    return [
+        proxy.add_fault(Fault(action, method=method, times=None, when=Chance(share, seed * 100 + i)))
+        for i, action in enumerate(actions)
+    ]
 
 
 # -- socket plumbing -----------------------------------------------------------------------------
