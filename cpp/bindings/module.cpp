@@ -219,6 +219,8 @@ NB_MODULE(_core, m) {
                       "The object version (ETag) that the GETs given this pin must all read: the first "
                       "response's, then sent as If-Match")
       .def(nb::init<>())
+      .def("check", &EtagPin::check, nb::arg("etag"),
+           "Pins `etag` if none is pinned yet; returns whether it matches the pinned one")
       .def_prop_ro("etag", [](const EtagPin &p) -> std::optional<std::string> {
         std::string e = p.get();
         if (e.empty()) return std::nullopt;

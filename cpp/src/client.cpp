@@ -307,7 +307,8 @@ aws_http_message *get_message(const Client::Impl &impl, RequestBase &r, std::opt
     if (end) r.range += std::to_string(*end - 1);  // HTTP ranges are inclusive
     add_header(m, "Range", r.range);
   }
-  if (r.pin) r.if_match = r.pin->get();
+  std::string pinned = r.pin ? r.pin->get() : std::string();
+  if (!pinned.empty()) r.if_match = "\"" + pinned + "\"";
   if (!r.if_match.empty()) add_header(m, "If-Match", r.if_match);
   return m;
 }

@@ -201,8 +201,7 @@ S3Error RequestBase::error() const {
   if (version_changed || (code_status == 412 && !if_match.empty())) {
     std::string pinned = pin ? pin->get() : if_match;
     return S3Error(operation + " s3://" + bucket + "/" + key + " failed: the object changed during the read (" +
-                       "an earlier GET of this reader or load read ETag " + pinned +
-                       "); reopen it to read the new version",
+                       "this reader or load pinned ETag " + pinned + "); reopen it to read the new version",
                    operation, bucket, key, 412, "PreconditionFailed", request_id, crt_error);
   }
   return make_error(operation, bucket, key, crt_error, status ? status : last_failed_status, error_body,

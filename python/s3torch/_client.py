@@ -10,6 +10,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._config import S3ClientConfig
+from ._exceptions import S3Exception
 from ._writer import S3Writer
 
 if TYPE_CHECKING:
@@ -98,12 +99,29 @@ class _StreamOpener:
         self.key = key
         self._pin: Optional[_core.EtagPin] = None
 
-    def __call__(self, start: Optional[int] = None, end: Optional[int] = None) -> _core.GetObjectStream:
+    def _the_pin(self) -> _core.EtagPin:
         if self._pin is None:
             from . import _core
 
             self._pin = _core.EtagPin()
-        return self._client.get_object_stream(self.bucket, self.key, start, end, pin=self._pin)
+        return self._pin
+
+    def pin_version(self, etag: Optional[str]) -> None:
+        """Pins the version the reader's size came from (HEAD or listing): its GETs must read that
+        one. Raises S3Exception if a GET of this reader already met another version."""
+        if etag and not self._the_pin().check(etag):
+            raise S3Exception(
+                f"s3://{self.bucket}/{self.key}: the object changed during the read (its size and "
+                f"ETag {etag} came from before the version this reader read); reopen it",
+                bucket=self.bucket,
+                key=self.key,
+                status=412,
+                code="PreconditionFailed",
+                operation="GetObject",
+            )
+
+    def __call__(self, start: Optional[int] = None, end: Optional[int] = None) -> _core.GetObjectStream:
+        return self._client.get_object_stream(self.bucket, self.key, start, end, pin=self._the_pin())
 
     @property
     def memory_limit_bytes(self) -> int:
@@ -220,9 +238,16 @@ class S3Client:
     ) -> S3Reader:
         """A file-like reader over s3://bucket/key; nothing is fetched before the first read."""
         log.debug("GetObject s3://%s/%s (object_info given: %s)", bucket, key, object_info is not None)
+        opener = _StreamOpener(self, bucket, key)
         if object_info is None:
-            get_object_info = partial(self.head_object, bucket, key)
+
+            def get_object_info() -> Any:
+                info = self.head_object(bucket, key)
+                opener.pin_version(info.etag)  # the size the reader uses and the bytes it reads agree
+                return info
+
         else:
+            opener.pin_version(getattr(object_info, "etag", None))
             get_object_info = partial(_identity, object_info)
         if reader_constructor is None:
             from .s3reader.constructor import S3ReaderConstructor
@@ -232,7 +257,7 @@ class S3Client:
             bucket=bucket,
             key=key,
             get_object_info=get_object_info,
-            get_stream=_StreamOpener(self, bucket, key),
+            get_stream=opener,
         )
 
     def get_object_stream(

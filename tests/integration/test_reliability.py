@@ -506,3 +506,23 @@ def test_a_scatter_that_cannot_place_its_bytes_fails_the_stream(seaweed_server, 
     stream = client.get_object_stream(seaweed_bucket, "obj", 0, len(payload), scatter=[(MiB, dest)])
     stream.read()
     assert bytes(dest) == payload[MiB : 5 * MiB]
+
+
+def test_a_reader_reads_the_version_its_listing_described(server, bucket, make_client):
+    """A reader given a listing's object info (its size) reads that version or raises: an object
+    overwritten after the listing is never read with the old size."""
+    from s3torch import S3ReaderConstructor
+
+    client = make_client(server)
+    _put(client, bucket, "obj", b"a" * 3000)
+    _put(client, bucket, "other", b"b" * 5000)
+    infos = {o.key: o for page in client.list_objects(bucket) for o in page.object_info}
+    ranged = S3ReaderConstructor.range_based(buffer_size=0)
+    unchanged = client.get_object(bucket, "other", object_info=infos["other"], reader_constructor=ranged)
+    assert unchanged.read() == b"b" * 5000
+    _put(client, bucket, "obj", b"c" * 7000)  # overwritten after the listing
+    reader = client.get_object(bucket, "obj", object_info=infos["obj"], reader_constructor=ranged)
+    with pytest.raises(S3Exception, match="changed during the read") as caught:
+        reader.read()
+    assert caught.value.status == 412
+    assert client.get_object(bucket, "obj", reader_constructor=ranged).read() == b"c" * 7000

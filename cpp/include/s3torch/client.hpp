@@ -36,19 +36,26 @@ struct ClientConfig {
 // was set still checks its response's ETag against it, so bytes of two versions never mix silently.
 class EtagPin {
  public:
-  // The pinned ETag ("" while none), set by the first response that has one.
+  // The pinned ETag without quotes ("" while none), set by the first response (or listing) with one.
   std::string get() const {
     std::lock_guard<std::mutex> lock(mu_);
     return etag_;
   }
-  // Pins `etag` if nothing is pinned yet; returns whether it matches what is pinned now.
+  // Pins `etag` if nothing is pinned yet; returns whether it matches what is pinned now. Quotes and
+  // a weak prefix are ignored: listings and headers of some stores differ in them.
   bool check(const std::string &etag) {
+    std::string e = normalize(etag);
     std::lock_guard<std::mutex> lock(mu_);
-    if (etag_.empty()) etag_ = etag;
-    return etag_ == etag;
+    if (etag_.empty()) etag_ = e;
+    return etag_ == e;
   }
 
  private:
+  static std::string normalize(std::string e) {
+    if (e.rfind("W/", 0) == 0) e.erase(0, 2);
+    if (e.size() >= 2 && e.front() == '"' && e.back() == '"') e = e.substr(1, e.size() - 2);
+    return e;
+  }
   mutable std::mutex mu_;
   std::string etag_;
 };
