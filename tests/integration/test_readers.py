@@ -18,7 +18,6 @@ from hypothesis import strategies as st
 MiB = 1024 * 1024
 
 import s3torch._core  # noqa: E402,F401  (a broken build must fail here, not skip)
-
 from s3torch import S3ReaderConstructor  # noqa: E402
 from s3torch.s3reader import (  # noqa: E402
     DCPOptimizedS3Reader,

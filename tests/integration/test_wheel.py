@@ -68,6 +68,8 @@ def test_wheel_installs_and_works_without_compiler_or_index(seaweed_server, seaw
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-4000:]
     assert "round trip ok" in ran.stdout
     core = ran.stdout.split("round trip ok", 1)[1].strip()
+    package = Path(core).parent
+    assert (package / "py.typed").is_file() and (package / "_core.pyi").is_file(), "type information"
 
     # Every shared library the extension needs resolves, and beyond the manylinux base set comes
     # from the wheel itself (its libcrypto).
