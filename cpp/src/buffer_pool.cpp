@@ -239,21 +239,24 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
         unmap(t->own);
       }
       stats_.reserved_bytes -= t->charge;
-      // Grant waiting reservations in arrival order while they fit.
-      while (!pending_.empty() && stats_.reserved_bytes + charge_for(pending_.front().size) <= limit_) {
+      // Grant waiting reservations in arrival order while they fit. Room for every grant is made
+      // first, so that adding one cannot throw; without it (out of memory) a later release grants.
+      bool room = true;
+      try {
+        grants.reserve(pending_.size());
+      } catch (...) {
+        room = false;
+      }
+      while (room && !pending_.empty() && stats_.reserved_bytes + charge_for(pending_.front().size) <= limit_) {
         Pending p = std::move(pending_.front());
         pending_.pop_front();
         if (aws_future_s3_buffer_ticket_is_done(p.future)) {  // the CRT gave up on it (cancelled)
           aws_future_s3_buffer_ticket_release(p.future);
           continue;
         }
-        Ticket *granted = nullptr;
         try {
-          granted = grant_locked(p.size, std::move(p.scatter));
-          grants.reserve(pending_.size() + 1);
-          grants.emplace_back(p.future, granted);
-        } catch (...) {
-          if (granted) ungrant_locked(granted);
+          grants.emplace_back(p.future, grant_locked(p.size, std::move(p.scatter)));
+        } catch (...) {  // the ticket itself could not be allocated
           aws_future_s3_buffer_ticket_set_error(p.future, AWS_ERROR_OOM);
           aws_future_s3_buffer_ticket_release(p.future);
         }
@@ -358,12 +361,6 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     return t;
   }
 
-  // Undoes grant_locked for a ticket that never got a buffer (nothing else refers to it).
-  void ungrant_locked(Ticket *t) {
-    stats_.reserved_bytes -= t->charge;
-    delete t;
-  }
-
   // Gives a granted ticket its buffer and resolves the future with it, or fails the future (and
   // returns the charge) when no memory could be mapped.
   void hand_out(aws_future_s3_buffer_ticket *future, Ticket *t) noexcept {
@@ -408,14 +405,13 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
           // large slab, and are mapped with the lock released: other threads must still be able to
           // return and take buffers meanwhile.
           size_t count = std::min({slab_buffers_, std::max<size_t>(2, slab_buffer_total_), room});
+          // Allocated before the mapping starts: nothing below may throw while mapping_bytes_ counts it.
+          auto slab = std::make_unique<Slab>();
+          slab->free.reserve(count);
+          slabs_.reserve(slabs_.size() + 1);
           mapping_bytes_ += count * part_bytes_;
           lock.unlock();
           Mapping m = map_bytes(count * part_bytes_);
-          std::unique_ptr<Slab> slab;
-          if (m.base) {
-            slab = std::make_unique<Slab>();
-            slab->free.reserve(count);
-          }
           lock.lock();
           mapping_bytes_ -= count * part_bytes_;
           slab_cv_.notify_all();

@@ -26,25 +26,30 @@ uint64_t g_dropped = 0;
 std::atomic<int> g_level{AWS_LL_NONE};
 bool g_installed = false;
 
-// On CRT threads (and ours). noexcept: a message that cannot be formatted or queued is dropped.
+// Queues one record, or counts it dropped when the queue is full; a record that cannot be
+// allocated is dropped too (noexcept: CRT threads and destructors call this).
+void enqueue(int level, const char *subject, const char *text) noexcept {
+  try {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (g_queue.size() >= kMaxQueued) {
+      g_dropped++;
+      return;
+    }
+    g_queue.push_back(LogRecord{level, subject, text});
+  } catch (...) {
+    return;
+  }
+  g_cv.notify_one();
+}
+
+// On CRT threads (and ours).
 int log_fn(aws_logger *, aws_log_level level, aws_log_subject_t subject, const char *format, ...) noexcept {
   char text[2048];
   va_list args;
   va_start(args, format);
   int n = std::vsnprintf(text, sizeof(text), format, args);
   va_end(args);
-  if (n < 0) return AWS_OP_SUCCESS;
-  try {
-    std::lock_guard<std::mutex> lock(g_mu);
-    if (g_queue.size() >= kMaxQueued) {
-      g_dropped++;
-      return AWS_OP_SUCCESS;
-    }
-    g_queue.push_back(LogRecord{static_cast<int>(level), aws_log_subject_name(subject), text});
-  } catch (...) {
-    return AWS_OP_SUCCESS;
-  }
-  g_cv.notify_one();
+  if (n >= 0) enqueue(static_cast<int>(level), aws_log_subject_name(subject), text);
   return AWS_OP_SUCCESS;
 }
 
@@ -90,18 +95,7 @@ std::vector<LogRecord> wait_crt_log_records(int timeout_ms) {
 bool log_enabled(int level) { return level <= g_level.load(std::memory_order_relaxed); }
 
 void log_event(int level, const std::string &text) noexcept {
-  if (!log_enabled(level)) return;
-  try {
-    std::lock_guard<std::mutex> lock(g_mu);
-    if (g_queue.size() >= kMaxQueued) {
-      g_dropped++;
-      return;
-    }
-    g_queue.push_back(LogRecord{level, "s3torch", text});
-  } catch (...) {
-    return;
-  }
-  g_cv.notify_one();
+  if (log_enabled(level)) enqueue(level, "s3torch", text.c_str());
 }
 
 uint64_t crt_log_dropped() {

@@ -35,6 +35,11 @@ S3Error incomplete(const DirectGet::State &st, uint64_t got) {
                  "GetObject", st.bucket, st.key, 0, "IncompleteBody", "", 0);
 }
 
+S3Error cancelled(const DirectGet::State &st) {
+  return S3Error("GetObject s3://" + st.bucket + "/" + st.key + ": cancelled", "GetObject", st.bucket, st.key, 0,
+                 "Cancelled", "", 0);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -104,8 +109,7 @@ void DirectGet::wait() {
     if (st_->cancelled) {
       lock.unlock();
       stream.reset();
-      throw S3Error("GetObject s3://" + st_->bucket + "/" + st_->key + ": cancelled", "GetObject", st_->bucket,
-                    st_->key, 0, "Cancelled", "", 0);
+      throw cancelled(*st_);
     }
     st_->fallback = stream.get();
     st_->owner->counters->direct_fallbacks++;
@@ -124,10 +128,7 @@ void DirectGet::wait() {
     lock.lock();
     st_->fallback = nullptr;
     st_->cv.notify_all();
-    if (st_->cancelled) {
-      throw S3Error("GetObject s3://" + st_->bucket + "/" + st_->key + ": cancelled", "GetObject", st_->bucket,
-                    st_->key, 0, "Cancelled", "", 0);
-    }
+    if (st_->cancelled) throw cancelled(*st_);
     if (failed) std::rethrow_exception(failed);
     if (got != st_->sink.size) throw incomplete(*st_, got);
     st_->ok = true;

@@ -73,8 +73,16 @@ int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start,
 
 void GetStream::State::on_finished() {}
 
-void GetStream::State::consumed(uint64_t n) {
-  if (n && meta) aws_s3_meta_request_increment_read_window(meta, n);
+void GetStream::State::consumed(uint64_t n, bool whole) {
+  uint64_t open;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    unreported += n;
+    if (!whole) return;
+    open = unreported;
+    unreported = 0;
+  }
+  if (open && meta) aws_s3_meta_request_increment_read_window(meta, open);
 }
 
 void GetStream::State::settle_error(std::unique_lock<std::mutex> &lock) {
@@ -146,7 +154,7 @@ std::optional<Chunk> GetStream::next() {
     st_->queue.pop_front();
     st_->position = c.offset + c.size;
     lock.unlock();
-    st_->consumed(c.size);
+    st_->consumed(c.size, true);
     return c;
   }
   st_->settle_error(lock);
@@ -183,7 +191,7 @@ size_t GetStream::consume(uint8_t *dst, size_t n) {
       st_->position = c.offset + k;
       if (k < c.size) st_->queue.push_front(c.tail(k));
     }
-    st_->consumed(k);
+    st_->consumed(k, k == c.size);
   }
   return done;
 }

@@ -138,8 +138,10 @@ struct GetStream::State : RequestBase {
   // Called with the lock held once the request finished with an error; may clear it (see .cpp).
   void settle_error(std::unique_lock<std::mutex> &lock);
   bool settled = false;
-  // The consumer took n more bytes: open the read window by as much (call without the lock).
-  void consumed(uint64_t n);
+  // The consumer took n more bytes of the front chunk (`whole`: it is done with that chunk). The
+  // read window opens by what was taken once per chunk, not per read call (call without the lock).
+  void consumed(uint64_t n, bool whole);
+  uint64_t unreported = 0;  // bytes taken from the current chunk, not yet added to the window
 };
 
 struct DirectGet::State : RequestBase {
