@@ -258,7 +258,7 @@ NB_MODULE(_core, m) {
           [](Client *self, const std::string &region, const std::string &endpoint, const std::string &user_agent_prefix,
              const std::string &profile, double throughput_target_gbps, uint64_t part_size, bool unsigned_requests,
              bool force_path_style, uint32_t max_attempts, uint64_t memory_limit_bytes, uint32_t read_timeout_s,
-             bool upload_checksum) {
+             bool upload_checksum, bool requester_pays) {
             ClientConfig c;
             c.region = region;
             c.endpoint = endpoint;
@@ -272,12 +272,14 @@ NB_MODULE(_core, m) {
             c.memory_limit_bytes = memory_limit_bytes;
             c.read_timeout_s = read_timeout_s;
             c.upload_checksum = upload_checksum;
+            c.requester_pays = requester_pays;
             new (self) Client(std::move(c));
           },
           nb::arg("region"), nb::arg("endpoint") = "", nb::arg("user_agent_prefix") = "", nb::arg("profile") = "",
           nb::arg("throughput_target_gbps") = 10.0, nb::arg("part_size") = 8ull << 20,
           nb::arg("unsigned") = false, nb::arg("force_path_style") = false, nb::arg("max_attempts") = 10,
-          nb::arg("memory_limit_bytes") = 0, nb::arg("read_timeout_s") = 0, nb::arg("upload_checksum") = true)
+          nb::arg("memory_limit_bytes") = 0, nb::arg("read_timeout_s") = 0, nb::arg("upload_checksum") = true,
+          nb::arg("requester_pays") = false)
       .def(
           "get",
           [](Client &c, const std::string &bucket, const std::string &key, std::optional<uint64_t> start,
@@ -356,6 +358,8 @@ NB_MODULE(_core, m) {
            })
       .def_prop_ro("read_window", &Client::read_window,
                    "Bytes a GET stream may run ahead of its consumer (read backpressure)")
+      .def("request_url", &Client::request_url, nb::arg("bucket"), nb::arg("key"),
+           "Where a request for bucket/key goes (path style or virtual-hosted)")
       .def("delete", &Client::remove, nb::call_guard<nb::gil_scoped_release>())
       .def("copy", &Client::copy, nb::call_guard<nb::gil_scoped_release>())
       .def("pool_stats", [](const Client &c) { return as_dict(c.pool_stats()); })

@@ -105,6 +105,8 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
     }
     scheme = aws_uri_scheme(&uri)->len ? to_string(*aws_uri_scheme(&uri)) : "https";
     host = to_string(*aws_uri_host_name(&uri));
+    // The parser drops an IPv6 literal's brackets; the Host header and URL need them back.
+    if (host.find(':') != std::string::npos && host.front() != '[') host = "[" + host + "]";
     port = aws_uri_port(&uri);
     aws_uri_clean_up(&uri);
     if (scheme != "http" && scheme != "https") {
@@ -215,6 +217,8 @@ aws_http_message *Client::Impl::new_message(const char *method, const Target &t)
   aws_http_message_set_request_path(m, cur(t.path));
   add_header(m, "Host", t.host);
   add_header(m, "User-Agent", user_agent);
+  // aws-c-s3 copies this header into the multipart upload's part, complete and abort requests.
+  if (config.requester_pays) add_header(m, "x-amz-request-payer", "requester");
   return m;
 }
 
@@ -229,6 +233,11 @@ const ClientConfig &Client::config() const { return impl_->config; }
 PoolStats Client::pool_stats() const { return impl_->pool ? impl_->pool->stats() : PoolStats{}; }
 
 uint64_t Client::read_window() const { return impl_->read_window; }
+
+std::string Client::request_url(const std::string &bucket, const std::string &key) const {
+  Target t = impl_->target(bucket, key);
+  return t.endpoint_uri + t.path;
+}
 
 const Counters &Client::counters() const { return *impl_->counters; }
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from ._awsenv import resolve_endpoint, resolve_region
 from ._config import S3ClientConfig
 from ._exceptions import S3Exception
 from ._writer import S3Writer
@@ -131,24 +132,28 @@ class _StreamOpener:
 class S3Client:
     """A client for one region (and optionally one S3-compatible endpoint).
 
+    ``region`` and ``endpoint`` left out are found as the AWS SDKs find them: ``AWS_REGION`` /
+    ``AWS_DEFAULT_REGION`` / the profile's region, and ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` /
+    the profile's ``endpoint_url`` (``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`` ignores those).
+
     The native client is created lazily and re-created in a forked child, and the object pickles (only
     its settings travel), so it can be handed to DataLoader workers.
     """
 
     def __init__(
         self,
-        region: str,
+        region: Optional[str] = None,
         *,
         endpoint: Optional[str] = None,
         user_agent: Optional[Any] = None,
         s3client_config: Optional[S3ClientConfig] = None,
     ) -> None:
-        if not region:
-            raise ValueError("region must be a non-empty string, e.g. 'us-east-1'")
-        self._region = region
-        self._endpoint = endpoint
-        self._user_agent = user_agent
         self._s3client_config = s3client_config or S3ClientConfig()
+        # As the AWS SDKs do: the arguments, else AWS_REGION / AWS_ENDPOINT_URL(_S3) / the profile's.
+        profile = self._s3client_config.profile
+        self._region = resolve_region(region, profile)
+        self._endpoint = resolve_endpoint(endpoint, profile)
+        self._user_agent = user_agent
         self._lock = threading.Lock()
         self._native_client: Optional[_core.Client] = None
         self._pid: Optional[int] = None
@@ -176,7 +181,13 @@ class S3Client:
 
     @property
     def endpoint(self) -> Optional[str]:
+        """The endpoint requests go to (the argument, else the environment's or profile's); None: AWS."""
         return self._endpoint
+
+    def request_url(self, bucket: str, key: str = "") -> str:
+        """The URL a request for s3://bucket/key goes to: path style for an IP or localhost endpoint,
+        ``force_path_style`` or a bucket name with dots; virtual-hosted otherwise."""
+        return str(self._native.request_url(bucket, key))
 
     @property
     def s3client_config(self) -> S3ClientConfig:
@@ -223,6 +234,7 @@ class S3Client:
                         memory_limit_bytes=int(cfg.memory_limit_bytes or 0),
                         read_timeout_s=int(cfg.read_timeout_s or 0),
                         upload_checksum=bool(cfg.upload_checksum),
+                        requester_pays=bool(cfg.requester_pays),
                     )
                     self._pid = pid
         return self._native_client

@@ -22,7 +22,8 @@ class S3ClientConfig:
     stops answering mid-body) is dropped and the request retried while ``max_attempts`` allow, then it
     raises S3Exception (None: the CRT's 30 s). ``upload_checksum``: every uploaded part carries its
     CRC32C (an aws-chunked trailer) for the server to verify; turn it off for a store that does not
-    accept checksum trailers.
+    accept checksum trailers. ``requester_pays``: every request carries ``x-amz-request-payer:
+    requester``, for buckets whose owner makes the reader pay (needs signed requests).
     """
 
     throughput_target_gbps: float = 10.0
@@ -34,6 +35,7 @@ class S3ClientConfig:
     memory_limit_bytes: Optional[int] = None
     read_timeout_s: Optional[int] = None
     upload_checksum: bool = True
+    requester_pays: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.part_size, int) or isinstance(self.part_size, bool):
@@ -48,6 +50,11 @@ class S3ClientConfig:
         if self.throughput_target_gbps <= 0:
             raise ValueError(
                 f"throughput_target_gbps must be positive, got {self.throughput_target_gbps}"
+            )
+        if self.requester_pays and self.unsigned:
+            raise ValueError(
+                "requester_pays=True needs signed requests: S3 does not charge an anonymous requester, "
+                "so it cannot be combined with unsigned=True"
             )
         timeout = self.read_timeout_s
         if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout < 1):

@@ -145,7 +145,7 @@ class PutObjectStream:
     def key(self) -> str: ...
 
 class Client:
-    def __init__(self, region: str, endpoint: str = '', user_agent_prefix: str = '', profile: str = '', throughput_target_gbps: float = 10.0, part_size: int = 8388608, unsigned: bool = False, force_path_style: bool = False, max_attempts: int = 10, memory_limit_bytes: int = 0, read_timeout_s: int = 0, upload_checksum: bool = True) -> None: ...
+    def __init__(self, region: str, endpoint: str = '', user_agent_prefix: str = '', profile: str = '', throughput_target_gbps: float = 10.0, part_size: int = 8388608, unsigned: bool = False, force_path_style: bool = False, max_attempts: int = 10, memory_limit_bytes: int = 0, read_timeout_s: int = 0, upload_checksum: bool = True, requester_pays: bool = False) -> None: ...
 
     def get(self, bucket: str, key: str, start: int | None = None, end: int | None = None, scatter: object | None = None, pin: EtagPin | None = None) -> GetObjectStream:
         """
@@ -166,6 +166,9 @@ class Client:
     @property
     def read_window(self) -> int:
         """Bytes a GET stream may run ahead of its consumer (read backpressure)"""
+
+    def request_url(self, bucket: str, key: str) -> str:
+        """Where a request for bucket/key goes (path style or virtual-hosted)"""
 
     def delete(self, arg0: str, arg1: str, /) -> None: ...
 

@@ -29,6 +29,7 @@ struct ClientConfig {
   uint64_t memory_limit_bytes = 0;  // 0 = CRT default for the throughput target
   uint32_t read_timeout_s = 0;      // a connection moving no bytes this long is dropped (0: CRT's 30 s)
   bool upload_checksum = true;      // CRC32C trailer on every uploaded part
+  bool requester_pays = false;      // x-amz-request-payer: requester on every request
 };
 
 // The version of an object that several GETs of one reader or load must all read: the ETag of the
@@ -144,6 +145,8 @@ class Client {
 
   PoolStats pool_stats() const;
   uint64_t read_window() const;  // bytes a GET stream may run ahead of its consumer
+  // Where a request for bucket/key goes: scheme://host[:port]/path (path style or virtual-hosted).
+  std::string request_url(const std::string &bucket, const std::string &key) const;
   const Counters &counters() const;
   const ClientConfig &config() const;
 

@@ -97,7 +97,7 @@ class S3FileSystem(FileSystemBase):
 
     def __init__(
         self,
-        region: str,
+        region: Optional[str],
         s3_client: Optional[S3Client] = None,
         s3client_config: Optional[S3ClientConfig] = None,
         reader_constructor: Optional[S3ReaderConstructorProtocol] = None,
@@ -243,7 +243,7 @@ class S3StorageWriter(_OnS3FileSystem, FileSystemWriter):
 
     def __init__(
         self,
-        region: str,
+        region: Optional[str],
         path: str,
         s3client_config: Optional[S3ClientConfig] = None,
         prefix_strategy: Optional[S3PrefixStrategyBase] = None,
@@ -369,7 +369,7 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
 
     def __init__(
         self,
-        region: str,
+        region: Optional[str],
         path: PathLike,
         s3client_config: Optional[S3ClientConfig] = None,
         reader_constructor: Optional[
