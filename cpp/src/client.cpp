@@ -114,8 +114,8 @@ Client::Impl::Impl(ClientConfig cfg) : config(std::move(cfg)), runtime(Runtime::
     }
   }
   path_style_default = config.force_path_style || is_ip_or_localhost(host);
-  user_agent = "s3torch/0.1.0";
-  if (!config.user_agent_prefix.empty()) user_agent = config.user_agent_prefix + " " + user_agent;
+  // The Python layer passes the whole header (s3torch/<version> ua/2.1 os/... md/pytorch#...).
+  user_agent = config.user_agent_prefix.empty() ? "s3torch" : config.user_agent_prefix;
 
   if (config.unsigned_requests) {
     aws_credentials_provider_shutdown_options so{};

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 from ._awsenv import resolve_endpoint, resolve_region
 from ._config import S3ClientConfig
 from ._exceptions import S3Exception
+from ._user_agent import UserAgent
 from ._writer import S3Writer
 
 if TYPE_CHECKING:
@@ -205,10 +206,15 @@ class S3Client:
 
     @property
     def user_agent_prefix(self) -> str:
+        """The User-Agent header: ``UserAgent(...).prefix`` when given one (s3torch's own, with its
+        comments), a string given is put in front of s3torch's own."""
         ua = self._user_agent
         if ua is None:
-            return ""
-        return str(getattr(ua, "prefix", ua))
+            return UserAgent().prefix
+        if hasattr(ua, "prefix"):
+            prefix = str(ua.prefix)
+            return prefix if prefix.startswith("s3torch/") else f"{prefix} {UserAgent().prefix}"
+        return f"{ua} {UserAgent().prefix}" if str(ua) else UserAgent().prefix
 
     @property
     def _native(self) -> _core.Client:

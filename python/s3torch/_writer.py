@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any, Optional
 
 
@@ -17,6 +18,7 @@ class S3Writer(io.BufferedIOBase):
         self.stream = stream
         self._position = 0
         self._closed = False
+        self._lock = threading.Lock()  # close/abort from two threads: one of them finishes the upload
 
     @property
     def bucket(self) -> str:
@@ -46,22 +48,25 @@ class S3Writer(io.BufferedIOBase):
         return self._position
 
     def flush(self) -> None:
-        # Parts upload as they fill; nothing to do until close().
-        if self._closed:
-            raise ValueError(f"flush of a closed S3Writer (s3://{self.bucket}/{self.key})")
+        """Nothing to do: parts upload as they fill, the object appears at close(). A no-op on a closed
+        writer too (as s3torchconnector's), so wrappers that flush after closing do not fail."""
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.stream.close()
+        """Completes the upload; the object appears now. Safe to call again, and from two threads: the
+        second returns once the first has finished."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.stream.close()
 
     def abort(self) -> None:
         """Abandon the upload; nothing is written to the bucket."""
-        if self._closed:
-            return
-        self._closed = True
-        self.stream.abort()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.stream.abort()
 
     @property
     def closed(self) -> bool:  # type: ignore[override]
@@ -74,7 +79,7 @@ class S3Writer(io.BufferedIOBase):
         return False
 
     def writable(self) -> bool:
-        return True
+        return not self._closed
 
     def __del__(self) -> None:
         # Garbage collection of an unclosed writer aborts (the native stream does so too).

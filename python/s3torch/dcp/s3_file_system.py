@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generator, List, Optional, Tuple, Union
+from typing import Any, Callable, Generator, List, Optional, Union
 
 import torch
 from torch.distributed.checkpoint.filesystem import (
@@ -37,7 +37,9 @@ from torch.futures import Future
 
 from .._client import S3Client
 from .._config import S3ClientConfig
+from .._dataset_common import parse_s3_uri
 from .._exceptions import S3Exception, S3NotFoundError
+from .._user_agent import UserAgent
 from ..s3reader import (
     DCPOptimizedConstructor,
     DCPS3ReaderConstructorProtocol,
@@ -65,23 +67,13 @@ PathLike = Union[str, os.PathLike]
 _DELETE_ATTEMPTS = 3
 
 
-def parse_s3_uri(uri: str) -> Tuple[str, str]:
-    """``s3://bucket/key`` -> ``(bucket, key)``; the key may be empty. ValueError otherwise."""
-    if not isinstance(uri, str) or not uri.startswith("s3://"):
-        raise ValueError(f"Only s3:// URIs are supported, got {uri!r}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    if not bucket:
-        raise ValueError(f"Bucket name must be non-empty in {uri!r}")
-    return bucket, key
-
-
 def _path_str(path: PathLike) -> str:
     return path if isinstance(path, str) else os.fspath(path)
 
 
-def _user_agent(reader_constructor: Optional[Any]) -> str:
+def _user_agent(reader_constructor: Optional[Any]) -> UserAgent:
     kind = S3ReaderConstructor.get_reader_type_string(reader_constructor)
-    return f"dcp/{torch.__version__} md/reader_type#{kind}"
+    return UserAgent(["dcp", torch.__version__, f"md/reader_type#{kind}"])
 
 
 class S3FileSystem(FileSystemBase):

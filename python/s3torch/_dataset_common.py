@@ -1,0 +1,171 @@
+"""What the datasets share: S3 URIs, the objects of a prefix or a URI list, and concurrent fetching.
+
+Small objects are latency-bound: one GET after another leaves the network idle between them. The
+datasets therefore run the user's transform (which reads the object through its reader) for several
+objects at once on a small thread pool: the GETs overlap while each thread waits with the GIL released.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Deque,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Tuple,
+    Union,
+)
+
+if TYPE_CHECKING:
+    from ._client import ObjectInfo, S3Client
+    from .s3reader import S3Reader
+
+log = logging.getLogger(__name__)
+
+
+class S3BucketKeyData(NamedTuple):
+    """One object of a dataset; ``object_info`` comes from the listing (None for a URI given)."""
+
+    bucket: str
+    key: str
+    object_info: Optional[ObjectInfo] = None
+
+
+def identity(obj: S3Reader) -> S3Reader:
+    return obj
+
+
+def parse_s3_uri(uri: str) -> Tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``; the key may be empty. ValueError otherwise."""
+    if not isinstance(uri, str) or not uri.startswith("s3://"):
+        raise ValueError(f"Only s3:// URIs are supported, got {uri!r}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"Bucket name must be non-empty in {uri!r}")
+    return bucket, key
+
+
+def get_objects_from_uris(
+    object_uris: Union[str, Iterable[str]], client: S3Client
+) -> Iterator[S3BucketKeyData]:
+    if isinstance(object_uris, str):
+        object_uris = [object_uris]
+    pairs = [parse_s3_uri(uri) for uri in object_uris]  # every URI checked before the first GET
+    return (S3BucketKeyData(bucket, key) for bucket, key in pairs)
+
+
+def get_objects_from_prefix(s3_uri: str, client: S3Client) -> Iterator[S3BucketKeyData]:
+    """The objects under the prefix, page by page (ListObjectsV2, 1,000 keys a page) as iteration goes;
+    each carries its listing's ObjectInfo (size, ETag), so no reader needs a HEAD."""
+    bucket, prefix = parse_s3_uri(s3_uri)
+    for page in client.list_objects(bucket, prefix):
+        for info in page.object_info:
+            yield S3BucketKeyData(bucket, info.key, info)
+
+
+def transform_error(exc: BaseException, item: S3BucketKeyData) -> BaseException:
+    """The exception a failed transform (or read) raises, naming the object it failed on."""
+    where = f"while loading s3://{item.bucket}/{item.key}"
+    if hasattr(exc, "add_note"):  # Python 3.11+: keep the type and traceback, add the key
+        exc.add_note(where)
+        return exc
+    try:
+        exc.args = (f"{exc.args[0] if exc.args else exc} ({where})", *exc.args[1:])
+    except Exception:  # an exception type whose args cannot be set: raise it as it is
+        pass
+    return exc
+
+
+class Fetcher:
+    """A thread pool for running transforms concurrently, made lazily and re-made in a forked child
+    (a pool inherited through fork has no threads). Not pickled: each DataLoader worker makes its own."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, int(threads))
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def pool(self) -> ThreadPoolExecutor:
+        pid = os.getpid()
+        if self._pool is None or self._pid != pid:
+            with self._lock:
+                if self._pool is None or self._pid != pid:
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="s3torch-dataset")
+                    self._pid = pid
+        return self._pool
+
+    def map_all(self, fn: Callable[[S3BucketKeyData], Any], items: List[S3BucketKeyData]) -> List[Any]:
+        """``[fn(item) for item in items]``, run concurrently; the first failure (in item order) raises,
+        naming its object."""
+        if self.threads == 1 or len(items) <= 1:
+            return [_call(fn, item) for item in items]
+        futures = [self.pool().submit(fn, item) for item in items]
+        out = []
+        for item, future in zip(items, futures):
+            try:
+                out.append(future.result())
+            except BaseException as exc:
+                for rest in futures:
+                    rest.cancel()
+                raise transform_error(exc, item) from None
+        return out
+
+    def ordered(
+        self,
+        fn: Callable[[S3BucketKeyData], Any],
+        items: Iterable[S3BucketKeyData],
+        ahead: int,
+        max_bytes: int,
+    ) -> Iterator[Any]:
+        """``fn(item)`` for each item, in order, with up to ``ahead`` items in flight whose listed sizes
+        add up to at most ``max_bytes`` (one at least): the objects read ahead stay bounded in memory."""
+        if ahead <= 1 or self.threads == 1:
+            for item in items:
+                yield _call(fn, item)
+            return
+        pending: Deque[Tuple[S3BucketKeyData, Future, int]] = collections.deque()
+        in_flight = 0
+        source = iter(items)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < ahead:
+                    item = next(source, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    size = int(getattr(item.object_info, "size", 0) or 0)
+                    pending.append((item, self.pool().submit(fn, item), size))
+                    in_flight += size
+                    if in_flight >= max_bytes:
+                        break
+                if not pending:
+                    return
+                item, future, size = pending.popleft()
+                in_flight -= size
+                try:
+                    result = future.result()
+                except BaseException as exc:
+                    raise transform_error(exc, item) from None
+                yield result
+        finally:
+            for _, future, _ in pending:
+                future.cancel()
+
+
+def _call(fn: Callable[[S3BucketKeyData], Any], item: S3BucketKeyData) -> Any:
+    try:
+        return fn(item)
+    except BaseException as exc:
+        raise transform_error(exc, item) from None
