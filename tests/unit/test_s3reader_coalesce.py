@@ -113,10 +113,10 @@ def test_groups_partition_the_nonempty_ranges(ranges: List[ItemRange], gap: floa
     groups = coalesce_ranges(ranges, gap)
     nonempty = [r for r in ranges if r.end > r.start]
     # Every non-empty range appears once, in order, in exactly one group.
-    assert [r for g in groups for r in g.items] == nonempty
+    assert [r for g in groups for r in g.item_ranges] == nonempty
     for g in groups:
-        assert g.start == g.items[0].start and g.end == g.items[-1].end
-        for a, b in zip(g.items, g.items[1:]):
+        assert g.start == g.item_ranges[0].start and g.end == g.item_ranges[-1].end
+        for a, b in zip(g.item_ranges, g.item_ranges[1:]):
             assert 0 <= b.start - a.end <= gap  # merged only when the gap allows
     for a, b in zip(groups, groups[1:]):
         assert b.start - a.end > gap  # split only when it does not

@@ -318,7 +318,7 @@ class ConcurrentPlanLoader:
                 ranges[offset] = rng
                 item_ranges.append(self._item_range(offset, offset + length))
             for group in self._coalesce(item_ranges, self._max_gap_size):
-                for task in self._split(bucket, key, [ranges[r.start] for r in group.items]):
+                for task in self._split(bucket, key, [ranges[r.start] for r in group.item_ranges]):
                     task.pin = pin
                     tasks.append(task)
         stats.bytes_fetched = sum(t.end - t.start for t in tasks)

@@ -139,8 +139,9 @@ class S3FileSystem(FileSystemBase):
         self._path = path
         return path
 
-    def rename(self, path: PathLike, new_path: PathLike) -> None:
+    def rename(self, old_path: PathLike, new_path: PathLike) -> None:
         """Copy then delete (S3 has no rename); the delete is retried."""
+        path = old_path
         old_bucket, old_key = parse_s3_uri(_path_str(path))
         new_bucket, new_key = parse_s3_uri(_path_str(new_path))
         if old_bucket != new_bucket:

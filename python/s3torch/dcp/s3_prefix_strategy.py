@@ -25,6 +25,9 @@ __all__ = [
 class S3PrefixStrategyBase(ABC):
     """Maps a rank to the key prefix of its checkpoint objects."""
 
+    def __init__(self) -> None:
+        super().__init__()
+
     def __call__(self, rank: int) -> str:
         return self.generate_prefix(rank)
 

@@ -73,11 +73,11 @@ class ItemRange:
 
 @dataclass(frozen=True)
 class RangeGroup:
-    """Bytes [start, end) fetched by one ranged GET; ``items`` are sorted and non-overlapping."""
+    """Bytes [start, end) fetched by one ranged GET; ``item_ranges`` are sorted and non-overlapping."""
 
     start: int
     end: int
-    items: Tuple[ItemRange, ...]
+    item_ranges: Tuple[ItemRange, ...]
 
 
 def _validate_max_gap_size(max_gap_size: Union[int, float]) -> None:
@@ -160,12 +160,12 @@ class DCPOptimizedS3Reader(_ObjectReader):
         self._get_object_info = get_object_info
         self._get_stream = get_stream
         self._max_gap_size = max_gap_size
-        self._items: List[ItemRange] = [item for g in self._groups for item in g.items]
+        self._items: List[ItemRange] = [item for g in self._groups for item in g.item_ranges]
         # For each item, the group whose GET it opens (None when it continues the current GET).
         self._opens: List[Optional[RangeGroup]] = []
         for group in self._groups:
             self._opens.append(group)
-            self._opens.extend([None] * (len(group.items) - 1))
+            self._opens.extend([None] * (len(group.item_ranges) - 1))
         self._index = -1  # index of the item held in _spans; -1 before the first read
         self._spans = ChunkSpans(0)
         self._stream: Optional[Any] = None
