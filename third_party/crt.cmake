@@ -6,6 +6,8 @@
 # directory keyed by version, patches, compiler and crypto library, so that later builds (and fresh build
 # dirs) reuse it. A file lock makes concurrent builds wait for each other instead of sharing a work dir.
 # No third-party source is committed. Offline: set S3TORCH_CRT_SDIST to the awscrt sdist file.
+# -DS3TORCH_CRT_AWSLC=ON: the bundle's aws-lc is built too and linked statically (USE_OPENSSL=OFF) instead of
+# the system libcrypto, so the extension needs nothing but glibc (scripts/build_wheel.sh's zig mode).
 #
 # -DS3TORCH_USE_SYSTEM_CRT=ON: an installed CRT instead (find_package(aws-c-s3 CONFIG), honouring
 # CMAKE_PREFIX_PATH / aws-c-s3_DIR), checked at configure time for every feature our sources use. Without
@@ -73,6 +75,7 @@ endfunction()
 
 option(S3TORCH_USE_SYSTEM_CRT "Build against an installed AWS CRT instead of the bundled, pinned one" OFF)
 set(S3TORCH_CRT_VERSION "0.38.0" CACHE STRING "awscrt source distribution version to build")
+option(S3TORCH_CRT_AWSLC "Build the bundled aws-lc into the CRT instead of using the system libcrypto" OFF)
 # The SHA-256 of the pinned awscrt sdist. Building another version needs its hash and patches that apply.
 set(_crt_pinned_sha256 "4a8423c4a76390c6e5c4f386e3e367dccdcf67d6d1a0bc1c59776bb14cdc2ad9")
 if(S3TORCH_CRT_VERSION STREQUAL "0.38.0")
@@ -122,16 +125,25 @@ if(S3TORCH_USE_SYSTEM_CRT)
 endif()
 
 # The cache key: everything that changes the built libraries.
-find_package(OpenSSL COMPONENTS Crypto)
-if(NOT OPENSSL_CRYPTO_LIBRARY)
-  message(FATAL_ERROR "s3torch: the bundled AWS CRT is built against the system's OpenSSL libcrypto, and "
-                      "none was found: install its development files (Debian/Ubuntu: libssl-dev; "
-                      "RHEL/Fedora: openssl-devel), or set OPENSSL_ROOT_DIR.")
+if(S3TORCH_CRT_AWSLC)
+  set(_crt_crypto_args -DUSE_OPENSSL=OFF)
+  # The compiler may be a wrapper script (scripts/zig/cc picks the glibc to target): key on its contents.
+  file(MD5 "${CMAKE_C_COMPILER}" _cc_md5)
+  set(_crt_crypto_key "aws-lc;${CMAKE_C_COMPILER};${_cc_md5}")
+else()
+  find_package(OpenSSL COMPONENTS Crypto)
+  if(NOT OPENSSL_CRYPTO_LIBRARY)
+    message(FATAL_ERROR "s3torch: the bundled AWS CRT is built against the system's OpenSSL libcrypto, and "
+                        "none was found: install its development files (Debian/Ubuntu: libssl-dev; "
+                        "RHEL/Fedora: openssl-devel), or set OPENSSL_ROOT_DIR.")
+  endif()
+  set(_crt_crypto_args -DUSE_OPENSSL=ON)
+  set(_crt_crypto_key "${OPENSSL_VERSION};${OPENSSL_CRYPTO_LIBRARY}")
 endif()
 file(GLOB _crt_patches "${CMAKE_CURRENT_LIST_DIR}/patches/*.patch")
 list(SORT _crt_patches)
 set(_crt_key_text "${S3TORCH_CRT_VERSION};${S3TORCH_CRT_SHA256};${CMAKE_C_COMPILER_ID};${CMAKE_C_COMPILER_VERSION}")
-string(APPEND _crt_key_text ";${CMAKE_SYSTEM_PROCESSOR};${OPENSSL_VERSION};${OPENSSL_CRYPTO_LIBRARY}")
+string(APPEND _crt_key_text ";${CMAKE_SYSTEM_PROCESSOR};${_crt_crypto_key}")
 foreach(_patch IN LISTS _crt_patches)
   file(READ "${_patch}" _text)
   string(APPEND _crt_key_text ";${_text}")
@@ -237,8 +249,9 @@ if(NOT EXISTS "${_crt_prefix}/.complete")
   execute_process(
     COMMAND "${CMAKE_COMMAND}" -S "${_crt_src}" -B "${_work}/build" ${_gen_args}
             -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DBUILD_SHARED_LIBS=OFF
-            -DUSE_OPENSSL=ON -DCMAKE_POSITION_INDEPENDENT_CODE=ON
-            -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}
+            ${_crt_crypto_args} -DCMAKE_POSITION_INDEPENDENT_CODE=ON
+            -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER} -DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}
+            -DCMAKE_AR=${CMAKE_AR} -DCMAKE_RANLIB=${CMAKE_RANLIB}
             -DCMAKE_INSTALL_PREFIX=${_crt_prefix} -DCMAKE_INSTALL_LIBDIR=lib
     RESULT_VARIABLE _rc OUTPUT_FILE "${_work}/configure.log" ERROR_FILE "${_work}/configure.log")
   if(NOT _rc EQUAL 0)
