@@ -174,3 +174,31 @@ def test_offline_build_from_the_given_sdist_and_two_builds_at_once_share_the_cac
     assert "applied 0001-s2n-skip-default-config-ca-load.patch" in builds[0].stdout
     assert len(list(cache.glob("crt-*/.complete"))) == 1
     assert not list(cache.glob("work-*")), "the work dir is removed after a successful build"
+
+
+def test_the_sdist_carries_the_crt_build_and_its_patches(tmp_path):
+    """What an offline `pip install s3torch-*.tar.gz` (with S3TORCH_CRT_SDIST) needs is in the sdist."""
+    import tarfile
+
+    from scikit_build_core.build import build_sdist
+
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        name = build_sdist(str(tmp_path))
+    finally:
+        os.chdir(cwd)
+    with tarfile.open(tmp_path / name) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    for needed in (
+        "CMakeLists.txt",
+        "pyproject.toml",
+        "third_party/crt.cmake",
+        "third_party/apply_patches.py",
+        "third_party/patches/0001-s2n-skip-default-config-ca-load.patch",
+        "third_party/patches/0002-aws-c-s3-ticket-append.patch",
+        "scripts/zig/cc",
+        "cpp/bindings/module.cpp",
+        "python/s3torch/py.typed",
+    ):
+        assert needed in names, needed
