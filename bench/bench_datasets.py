@@ -101,6 +101,7 @@ def main() -> None:
         libs = ["s3torch"]
 
     with start_seaweedfs() as server:
+        os.environ.update(server.env())
         bucket = server.create_bucket(unique_bucket_name("bench-ds"))
         client = make_client(server)
         for case, (count, size) in CASES.items():

@@ -333,6 +333,26 @@ NB_MODULE(_core, m) {
           nb::arg("bucket"), nb::arg("key"), nb::arg("start"), nb::arg("buffer"), nb::arg("part_size") = 0,
           nb::arg("pin").none() = nb::none(),
           "Starts a GET of bytes [start, start + len(buffer)) straight into the writable buffer")
+      .def(
+          "get_bytes",
+          [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, uint64_t end,
+             std::shared_ptr<EtagPin> pin) -> nb::object {
+            if (end < start) throw nb::value_error("end must not be before start");
+            // A new bytes object is filled in place by the part requests (one copy, from the socket's read
+            // buffer; no pool memory). Nothing else can see it before it is returned.
+            PyObject *raw = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(end - start));
+            if (!raw) throw nb::python_error();
+            nb::object bytes = nb::steal(raw);
+            if (end == start) return bytes;
+            auto *dst = reinterpret_cast<uint8_t *>(PyBytes_AS_STRING(raw));
+            {
+              nb::gil_scoped_release release;
+              c.get_into(bucket, key, start, end, dst, 0, std::move(pin))->wait();
+            }
+            return bytes;
+          },
+          nb::arg("bucket"), nb::arg("key"), nb::arg("start"), nb::arg("end"), nb::arg("pin").none() = nb::none(),
+          "Bytes [start, end) of the object as a new bytes object, received straight into it")
       .def("put", &Client::put, nb::arg("bucket"), nb::arg("key"), nb::arg("storage_class") = "",
            nb::call_guard<nb::gil_scoped_release>())
       .def("head",

@@ -93,13 +93,15 @@ class _StreamOpener:
     pinned and sent as If-Match with the later ones (an overwrite in between raises S3Exception).
     """
 
-    __slots__ = ("_client", "bucket", "key", "_pin")
+    __slots__ = ("_client", "bucket", "key", "_pin", "object_size")
 
     def __init__(self, client: S3Client, bucket: str, key: str) -> None:
         self._client = client
         self.bucket = bucket
         self.key = key
         self._pin: Optional[_core.EtagPin] = None
+        # The size the caller's object info gave (a listing's), known without a request; else None.
+        self.object_size: Optional[int] = None
 
     def _the_pin(self) -> _core.EtagPin:
         if self._pin is None:
@@ -124,6 +126,10 @@ class _StreamOpener:
 
     def __call__(self, start: Optional[int] = None, end: Optional[int] = None) -> _core.GetObjectStream:
         return self._client.get_object_stream(self.bucket, self.key, start, end, pin=self._the_pin())
+
+    def read_bytes(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) as a new bytes object received in place: no part buffer, one copy."""
+        return self._client._native.get_bytes(self.bucket, self.key, start, end, pin=self._the_pin())
 
     @property
     def memory_limit_bytes(self) -> int:
@@ -266,6 +272,8 @@ class S3Client:
 
         else:
             opener.pin_version(getattr(object_info, "etag", None))
+            size = getattr(object_info, "size", None)
+            opener.object_size = int(size) if size is not None else None
             get_object_info = partial(_identity, object_info)
         if reader_constructor is None:
             from .s3reader.constructor import S3ReaderConstructor

@@ -157,6 +157,11 @@ class Client:
         Starts a GET of bytes [start, start + len(buffer)) straight into the writable buffer
         """
 
+    def get_bytes(self, bucket: str, key: str, start: int, end: int, pin: EtagPin | None = None) -> object:
+        """
+        Bytes [start, end) of the object as a new bytes object, received straight into it
+        """
+
     def put(self, bucket: str, key: str, storage_class: str = '') -> PutObjectStream: ...
 
     def head(self, arg0: str, arg1: str, /) -> object: ...

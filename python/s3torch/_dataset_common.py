@@ -3,6 +3,9 @@
 Small objects are latency-bound: one GET after another leaves the network idle between them. The
 datasets therefore run the user's transform (which reads the object through its reader) for several
 objects at once on a small thread pool: the GETs overlap while each thread waits with the GIL released.
+Each object in flight holds its bytes (and a part buffer while it downloads), so what is in flight is
+bounded by the objects' listed sizes (FETCH_BUDGET_BYTES): many small objects at once, few large ones
+(whose GETs already move data at full speed).
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
     from .s3reader import S3Reader
 
 log = logging.getLogger(__name__)
+
+# Listed bytes a dataset's concurrent fetches may have in flight (at least one object): 160 objects of
+# 100 KiB, two of 8 MiB. More does not make large objects faster here and costs resident memory.
+FETCH_BUDGET_BYTES = 16 * 1024 * 1024
 
 
 class S3BucketKeyData(NamedTuple):
@@ -105,21 +112,12 @@ class Fetcher:
                     self._pid = pid
         return self._pool
 
-    def map_all(self, fn: Callable[[S3BucketKeyData], Any], items: List[S3BucketKeyData]) -> List[Any]:
-        """``[fn(item) for item in items]``, run concurrently; the first failure (in item order) raises,
-        naming its object."""
-        if self.threads == 1 or len(items) <= 1:
-            return [_call(fn, item) for item in items]
-        futures = [self.pool().submit(fn, item) for item in items]
-        out = []
-        for item, future in zip(items, futures):
-            try:
-                out.append(future.result())
-            except BaseException as exc:
-                for rest in futures:
-                    rest.cancel()
-                raise transform_error(exc, item) from None
-        return out
+    def map_all(
+        self, fn: Callable[[S3BucketKeyData], Any], items: List[S3BucketKeyData], max_bytes: int
+    ) -> List[Any]:
+        """``[fn(item) for item in items]``, run concurrently within ``max_bytes`` of listed object sizes
+        in flight; the first failure (in item order) raises, naming its object."""
+        return list(self.ordered(fn, items, self.threads, max_bytes))
 
     def ordered(
         self,

@@ -14,6 +14,7 @@ import torch.utils.data
 from ._client import S3Client
 from ._config import S3ClientConfig
 from ._dataset_common import (
+    FETCH_BUDGET_BYTES,
     Fetcher,
     S3BucketKeyData,
     get_objects_from_prefix,
@@ -40,7 +41,7 @@ class S3IterableDataset(torch.utils.data.IterableDataset):
     ``seed`` and the epoch (``set_epoch(n)`` before each epoch, as with DistributedSampler), the same on
     every rank, so sharded shuffled epochs still read each object once (it lists the whole prefix
     first). ``prefetch=N`` runs the transforms of up to N objects ahead of the consumer on threads
-    (their listed sizes bounded by half the client's memory limit); 1 reads one object after another.
+    (their listed sizes bounded by 16 MiB, at least one object); 1 reads one object after another.
     """
 
     def __init__(
@@ -161,9 +162,11 @@ class S3IterableDataset(torch.utils.data.IterableDataset):
         reader = self._get_client().get_object(
             item.bucket, item.key, object_info=item.object_info, reader_constructor=self._reader_constructor
         )
-        start = getattr(reader, "prefetch", None)
-        if start is not None:
-            start()  # the GET is under way even if the transform hands the reader on unread
+        if self._transform is identity:
+            # The reader goes to the consumer unread: start its GET now, so that reading ahead overlaps.
+            start = getattr(reader, "prefetch", None)
+            if start is not None:
+                start()
         return self._transform(reader)
 
     def _objects(self) -> Iterable[S3BucketKeyData]:
@@ -197,8 +200,8 @@ class S3IterableDataset(torch.utils.data.IterableDataset):
             objects = (
                 obj for i, obj in enumerate(objects) if i % world == rank and (i // world) % workers == worker
             )
-        limit = self._get_client().memory_limit_bytes
-        return self._fetcher.ordered(self._get_transformed_object, objects, self._prefetch, limit // 2)
+        budget = min(FETCH_BUDGET_BYTES, self._get_client().memory_limit_bytes // 2)
+        return self._fetcher.ordered(self._get_transformed_object, objects, self._prefetch, budget)
 
     def __getstate__(self) -> Dict[str, Any]:
         state = dict(self.__dict__)

@@ -11,6 +11,7 @@ import torch.utils.data
 from ._client import S3Client
 from ._config import S3ClientConfig
 from ._dataset_common import (
+    FETCH_BUDGET_BYTES,
     Fetcher,
     S3BucketKeyData,
     get_objects_from_prefix,
@@ -24,7 +25,7 @@ from .s3reader.protocol import S3ReaderConstructorProtocol
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_BATCH_THREADS = 16
+_DEFAULT_BATCH_THREADS = 32
 
 
 class S3MapDataset(torch.utils.data.Dataset):
@@ -143,9 +144,11 @@ class S3MapDataset(torch.utils.data.Dataset):
         reader = self._get_client().get_object(
             item.bucket, item.key, object_info=item.object_info, reader_constructor=self._reader_constructor
         )
-        start = getattr(reader, "prefetch", None)
-        if start is not None:
-            start()  # the GET is under way even if the transform hands the reader on unread
+        if self._transform is identity:
+            # The reader goes to the consumer unread: start its GET now, so that reading ahead overlaps.
+            start = getattr(reader, "prefetch", None)
+            if start is not None:
+                start()
         return self._transform(reader)
 
     def __getitem__(self, i: int) -> Any:
@@ -158,7 +161,7 @@ class S3MapDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> List[Any]:
         """A batch, its objects fetched concurrently (DataLoader calls this with a batch's indices)."""
         pairs = self._dataset_bucket_key_pairs
-        return self._fetcher.map_all(self._load, [pairs[i] for i in indices])
+        return self._fetcher.map_all(self._load, [pairs[i] for i in indices], FETCH_BUDGET_BYTES)
 
     def __len__(self) -> int:
         return len(self._dataset_bucket_key_pairs)

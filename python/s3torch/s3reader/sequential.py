@@ -153,6 +153,9 @@ class SequentialS3Reader(_ObjectReader):
         stream cannot do that (or the bytes at ``pos`` are already buffered)."""
         if self._eof or pos != self._spans.end:
             return None
+        whole = self._read_whole_known(pos, n)
+        if whole is not None:
+            return whole
         self.prefetch()
         read = getattr(self._stream, "read", None)
         if read is None:
@@ -164,6 +167,26 @@ class SequentialS3Reader(_ObjectReader):
         if n is None or len(data) < n:
             self._finish()
         self._position = pos + len(data)
+        self.stats.bytes_returned += len(data)
+        return data
+
+    def _read_whole_known(self, pos: int, n: Optional[int]) -> Optional[bytes]:
+        """The whole object, before any GET, when its size is known without a request (a listing's
+        object info): one GET straight into a bytes object of that size, no part buffer (the common
+        dataset sample). None when that does not apply."""
+        size = getattr(self._get_stream, "object_size", None)
+        read_bytes = getattr(self._get_stream, "read_bytes", None)
+        if pos != 0 or self._stream is not None or not size or read_bytes is None:
+            return None
+        if n is not None and n < size:
+            return None
+        self.stats.get_requests += 1
+        data = read_bytes(0, size)
+        self._spans.append(memoryview(data))
+        self.stats.bytes_fetched += len(data)
+        self._eof = True
+        self._size = len(data)
+        self._position = len(data)
         self.stats.bytes_returned += len(data)
         return data
 
