@@ -213,6 +213,10 @@ def test_dcp_save_and_load_with_only_aws_endpoint_url(
     dcp.load(loaded, storage_reader=S3StorageReader(seaweed_server.region, path))
     assert torch.equal(loaded["w"], state["w"]) and torch.equal(loaded["b"], state["b"])
     assert proxy.count("PUT") >= 1 and proxy.count("GET") >= 1
+    proxy.wait_idle()
+    agents = {r.headers.get("user-agent", "") for r in proxy.requests}
+    dcp_comment = f"(dcp; {torch.__version__}; md/reader_type#"
+    assert agents and all(a.startswith("s3torch/") and dcp_comment in a for a in agents), agents
 
 
 # -- requester pays ------------------------------------------------------------------------------

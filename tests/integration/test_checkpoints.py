@@ -118,6 +118,7 @@ def test_lightning_trainer_saves_to_s3_and_resumes(
     plugin = S3LightningCheckpoint(
         seaweed_server.region, s3client_config=S3ClientConfig(force_path_style=True)
     )
+    assert plugin._client.user_agent_prefix.endswith(f"(lightning; {lightning.__version__})")
     common = dict(
         accelerator="cpu",
         devices=1,

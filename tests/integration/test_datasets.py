@@ -288,3 +288,25 @@ def test_datasets_fetch_concurrently(seaweed_server, dataset_bucket, config, pro
     gets = [r for r in proxy.requests if r.method == "GET"]
     assert len(gets) == 16
     assert _most_at_once(gets) >= 4, "GETs one after another"
+
+
+def test_map_dataset_memory_does_not_grow_from_epoch_to_epoch(seaweed_server, dataset_bucket, config):
+    import tracemalloc
+
+    ds = S3MapDataset.from_prefix(
+        f"s3://{dataset_bucket}/{PREFIX}",
+        region=seaweed_server.region,
+        endpoint=seaweed_server.endpoint,
+        transform=lambda r: len(r.read()),
+        s3client_config=config,
+    )
+    loader = DataLoader(ds, batch_size=32, num_workers=0, collate_fn=as_list)
+    tracemalloc.start()
+    try:
+        sizes = []
+        for _ in range(3):
+            assert sum(n for batch in loader for n in batch) == sum(len(payload(i)) for i in range(N_OBJECTS))
+            sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert sizes[2] - sizes[0] < 256 * 1024, sizes  # the listing is kept once; nothing per epoch stays
