@@ -131,6 +131,11 @@ class _StreamOpener:
         """Bytes [start, end) as a new bytes object received in place: no part buffer, one copy."""
         return self._client._native.get_bytes(self.bucket, self.key, start, end, pin=self._the_pin())
 
+    def read_into(self, start: int, dest: Any) -> int:
+        """Bytes [start, start + len(dest)) received straight into the writable buffer ``dest``."""
+        self._client.get_object_into(self.bucket, self.key, start, dest, pin=self._the_pin()).wait()
+        return memoryview(dest).nbytes
+
     @property
     def memory_limit_bytes(self) -> int:
         return self._client.memory_limit_bytes

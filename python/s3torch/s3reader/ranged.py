@@ -85,11 +85,27 @@ class RangedS3Reader(_ObjectReader):
 
     def _get_into(self, dest: memoryview, start: int) -> int:
         """One GET of [start, start + len(dest)) copied straight into ``dest``."""
+        read_into = getattr(self._get_stream, "read_into", None)
+        if read_into is not None:
+            # The response lands in ``dest`` itself: one copy, no part buffer of the pool.
+            self.stats.get_requests += 1
+            self.stats.bytes_fetched += len(dest)
+            return int(read_into(start, dest))
         stream = self._open(start, start + len(dest))
         try:
             return int(stream.read_into(dest))
         finally:
             stream.close()
+
+    def _get_bytes(self, start: int, end: int) -> Optional[bytes]:
+        """One GET of [start, end) received straight into a new bytes object; None if the opener
+        cannot do that (a custom ``get_stream``)."""
+        read_bytes = getattr(self._get_stream, "read_bytes", None)
+        if read_bytes is None:
+            return None
+        self.stats.get_requests += 1
+        self.stats.bytes_fetched += end - start
+        return bytes(read_bytes(start, end))
 
     def _get_views(self, start: int, end: int) -> List[Union[memoryview, bytes]]:
         """One GET of [start, end) as chunk views (no copy), trimmed to the range."""
@@ -155,7 +171,10 @@ class RangedS3Reader(_ObjectReader):
                     assert buffer is not None
                     # The buffer is not refilled on this path: a view of it is enough.
                     parts.append(buffer[pos - self._buffer_start : rest - self._buffer_start])
-                if end - rest <= self._pinned_budget:
+                direct = None if head else self._get_bytes(rest, end)
+                if direct is not None:
+                    data = direct
+                elif end - rest <= self._pinned_budget:
                     parts.extend(self._get_views(rest, end))
                     data = b"".join(parts)
                 else:
