@@ -7,6 +7,7 @@ case in a fresh subprocess (clean RSS; the destination state_dict is allocated a
 
   full      load every key
   partial   load the first model weights up to 10% of the bytes
+  spread    load every 10th key (in checkpoint order): the needed ranges are spread over the file
 
 with readers
   s3torch dcp_optimized      (default; the plan's coalesced GETs run concurrently)
@@ -99,6 +100,17 @@ def _make_reader(lib: str, kind: str, region: str, endpoint: str, uri: str) -> A
     return reader
 
 
+def spread_keys(sd: Any, every: int) -> Any:
+    """Every ``every``-th tensor key of the state_dict, in its order."""
+    import torch
+
+    from s3torch.demo import leaves
+
+    names = [name for name, value in leaves(sd, "") if isinstance(value, torch.Tensor)]
+    chosen = set(names[::every])
+    return lambda name: name in chosen
+
+
 def child(args: argparse.Namespace) -> None:
     warnings.filterwarnings("ignore")
     import torch
@@ -118,7 +130,11 @@ def child(args: argparse.Namespace) -> None:
     # The destination is built from a meta-device copy of the structure: no 1 GB of source values
     # in this process while measuring.
     structure = build_state_dict(shape, seed=args.seed, meta=True)
-    keep = partial_keys(structure, args.partial) if args.scope == "partial" else None
+    keep = None
+    if args.scope == "partial":
+        keep = partial_keys(structure, args.partial)
+    elif args.scope == "spread":
+        keep = spread_keys(structure, 10)
 
     def materialize(obj: Any) -> Any:
         if isinstance(obj, dict):
@@ -265,7 +281,7 @@ def main() -> None:
         )
 
         results: Dict[str, Dict[str, Any]] = {}
-        for scope in ("full", "partial"):
+        for scope in ("full", "partial", "spread"):
             for lib, kind in cases:
                 runs = []
                 for i in range(args.repeat):

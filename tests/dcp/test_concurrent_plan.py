@@ -304,3 +304,21 @@ def test_concurrent_reader_defaults_to_a_small_pool() -> None:
     assert mine.fs.client.s3client_config.memory_limit_bytes == 1 << 30
     seq = S3StorageReader("us-east-1", "s3://b/p", reader_constructor=S3ReaderConstructor.sequential())
     assert seq.fs.client.s3client_config.memory_limit_bytes is None
+
+
+def test_the_default_gap_is_the_concurrent_loaders_own_and_an_explicit_one_is_honoured() -> None:
+    """The reference's default (32 MiB) would fetch the 7 MiB gap below; K concurrent streams skip any
+    gap over DEFAULT_CONCURRENT_GAP instead. A value the user passes, 32 MiB included, is kept."""
+    from s3torch.dcp._concurrent import DEFAULT_CONCURRENT_GAP
+    from s3torch.s3reader.dcp_optimized import DEFAULT_MAX_GAP_SIZE
+
+    items, storage = [], {}
+    for i, off in enumerate((0, MiB + DEFAULT_CONCURRENT_GAP, 10 * MiB)):
+        it = _item(f"g{i}")
+        storage[it.storage_index] = _StorageInfo("f.distcp", off, MiB)
+        items.append(it)
+    assert DEFAULT_MAX_GAP_SIZE == 32 * MiB
+    tasks, _ = _loader(storage, max_gap_size=DEFAULT_MAX_GAP_SIZE).build_tasks(LoadPlan(items))
+    assert [(t.start, t.end) for t in tasks] == [(0, 2 * MiB + DEFAULT_CONCURRENT_GAP), (10 * MiB, 11 * MiB)]
+    tasks, _ = _loader(storage, max_gap_size=32 * MiB).build_tasks(LoadPlan(items))
+    assert [(t.start, t.end) for t in tasks] == [(0, 11 * MiB)]

@@ -49,7 +49,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_GAP_SIZE = 32 * 1024 * 1024
+class _DefaultGap(int):
+    """The reference's default gap (32 MiB, equal to it in every comparison), recognisable by identity:
+    the concurrent DCP loader then chooses its own, smaller gap (see dcp/_concurrent.py); a value the
+    user passes, 32 MiB included, is honoured exactly."""
+
+    def __repr__(self) -> str:
+        return "33554432"
+
+
+DEFAULT_MAX_GAP_SIZE = _DefaultGap(32 * 1024 * 1024)
+
+
+def is_default_gap(max_gap_size: object) -> bool:
+    return max_gap_size is DEFAULT_MAX_GAP_SIZE
 
 FALLBACK_GUIDANCE = (
     "The DCP-optimized reader only serves the byte ranges of the load plan, item after item, as "
