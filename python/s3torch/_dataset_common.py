@@ -20,6 +20,7 @@ from typing import (
     Any,
     Callable,
     Deque,
+    Dict,
     Iterable,
     Iterator,
     List,
@@ -31,7 +32,9 @@ from typing import (
 
 if TYPE_CHECKING:
     from ._client import ObjectInfo, S3Client
+    from ._config import S3ClientConfig
     from .s3reader import S3Reader
+    from .s3reader.protocol import S3ReaderConstructorProtocol
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +170,79 @@ def _call(fn: Callable[[S3BucketKeyData], Any], item: S3BucketKeyData) -> Any:
         return fn(item)
     except BaseException as exc:
         raise transform_error(exc, item) from None
+
+
+class DatasetBase:
+    """What S3MapDataset and S3IterableDataset share: their settings, a client made on first use in each
+    process (it pickles as its settings), loading one object through the user's transform, and a thread
+    pool that does not travel to DataLoader workers (each makes its own)."""
+
+    _kind = ""  # "map" or "iterable": the User-Agent's md/dataset#
+
+    def _init_common(
+        self,
+        region: Optional[str],
+        get_dataset_objects: Callable[[S3Client], Iterable[S3BucketKeyData]],
+        endpoint: Optional[str],
+        transform: Callable[[S3Reader], Any],
+        s3client_config: Optional[S3ClientConfig],
+        reader_constructor: Optional[S3ReaderConstructorProtocol],
+        threads: int,
+    ) -> None:
+        from .s3reader import S3ReaderConstructor
+
+        self._get_dataset_objects = get_dataset_objects
+        self._transform = transform
+        self._region = region
+        self._endpoint = endpoint
+        self._s3client_config = s3client_config
+        self._reader_constructor = reader_constructor or S3ReaderConstructor.default()
+        self._client: Optional[S3Client] = None
+        self._fetcher = Fetcher(threads)
+
+    @property
+    def region(self) -> Optional[str]:
+        return self._region
+
+    @property
+    def endpoint(self) -> Optional[str]:
+        return self._endpoint
+
+    def _get_client(self) -> S3Client:
+        if self._client is None:
+            from ._client import S3Client
+            from ._user_agent import UserAgent
+            from .s3reader import S3ReaderConstructor
+
+            kind = S3ReaderConstructor.get_reader_type_string(self._reader_constructor)
+            self._client = S3Client(
+                self._region,
+                endpoint=self._endpoint,
+                user_agent=UserAgent([f"md/dataset#{self._kind} md/reader_type#{kind}"]),
+                s3client_config=self._s3client_config,
+            )
+        return self._client
+
+    def _reader(self, item: S3BucketKeyData) -> S3Reader:
+        return self._get_client().get_object(
+            item.bucket, item.key, object_info=item.object_info, reader_constructor=self._reader_constructor
+        )
+
+    def _load(self, item: S3BucketKeyData) -> Any:
+        """``transform(reader)`` of one object."""
+        reader = self._reader(item)
+        if self._transform is identity:
+            # The reader goes to the consumer unread: start its GET now, so that reading ahead overlaps.
+            start = getattr(reader, "prefetch", None)
+            if start is not None:
+                start()
+        return self._transform(reader)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_fetcher"] = self._fetcher.threads
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state["_fetcher"] = Fetcher(state["_fetcher"])
+        self.__dict__.update(state)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 from functools import partial
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.utils.data
@@ -15,14 +15,13 @@ from ._client import S3Client
 from ._config import S3ClientConfig
 from ._dataset_common import (
     FETCH_BUDGET_BYTES,
-    Fetcher,
+    DatasetBase,
     S3BucketKeyData,
     get_objects_from_prefix,
     get_objects_from_uris,
     identity,
 )
-from ._user_agent import UserAgent
-from .s3reader import S3Reader, S3ReaderConstructor
+from .s3reader import S3Reader
 from .s3reader.protocol import S3ReaderConstructorProtocol
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 _DEFAULT_PREFETCH = 8
 
 
-class S3IterableDataset(torch.utils.data.IterableDataset):
+class S3IterableDataset(DatasetBase, torch.utils.data.IterableDataset):
     """An iterable-style dataset of S3 objects, yielding ``transform(reader)`` for each.
 
     Make one with ``from_prefix`` or ``from_objects``. The listing is streamed page by page. With
@@ -43,6 +42,8 @@ class S3IterableDataset(torch.utils.data.IterableDataset):
     first). ``prefetch=N`` runs the transforms of up to N objects ahead of the consumer on threads
     (their listed sizes bounded by 16 MiB, at least one object); 1 reads one object after another.
     """
+
+    _kind = "iterable"
 
     def __init__(
         self,
@@ -60,27 +61,14 @@ class S3IterableDataset(torch.utils.data.IterableDataset):
     ) -> None:
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
-        self._get_dataset_objects = get_dataset_objects
-        self._transform = transform
-        self._region = region
-        self._endpoint = endpoint
-        self._s3client_config = s3client_config
+        self._init_common(
+            region, get_dataset_objects, endpoint, transform, s3client_config, reader_constructor, prefetch
+        )
         self._enable_sharding = enable_sharding
-        self._reader_constructor = reader_constructor or S3ReaderConstructor.default()
         self._shuffle = shuffle
         self._seed = seed
         self._epoch = 0
         self._prefetch = prefetch
-        self._client: Optional[S3Client] = None
-        self._fetcher = Fetcher(prefetch)
-
-    @property
-    def region(self) -> Optional[str]:
-        return self._region
-
-    @property
-    def endpoint(self) -> Optional[str]:
-        return self._endpoint
 
     @classmethod
     def from_objects(
@@ -147,28 +135,6 @@ class S3IterableDataset(torch.utils.data.IterableDataset):
         """The epoch the next iteration is for: with ``shuffle``, each epoch has its own order."""
         self._epoch = int(epoch)
 
-    def _get_client(self) -> S3Client:
-        if self._client is None:
-            kind = S3ReaderConstructor.get_reader_type_string(self._reader_constructor)
-            self._client = S3Client(
-                self._region,
-                endpoint=self._endpoint,
-                user_agent=UserAgent([f"md/dataset#iterable md/reader_type#{kind}"]),
-                s3client_config=self._s3client_config,
-            )
-        return self._client
-
-    def _get_transformed_object(self, item: S3BucketKeyData) -> Any:
-        reader = self._get_client().get_object(
-            item.bucket, item.key, object_info=item.object_info, reader_constructor=self._reader_constructor
-        )
-        if self._transform is identity:
-            # The reader goes to the consumer unread: start its GET now, so that reading ahead overlaps.
-            start = getattr(reader, "prefetch", None)
-            if start is not None:
-                start()
-        return self._transform(reader)
-
     def _objects(self) -> Iterable[S3BucketKeyData]:
         objects = self._get_dataset_objects(self._get_client())
         if not self._shuffle:
@@ -201,13 +167,4 @@ class S3IterableDataset(torch.utils.data.IterableDataset):
                 obj for i, obj in enumerate(objects) if i % world == rank and (i // world) % workers == worker
             )
         budget = min(FETCH_BUDGET_BYTES, self._get_client().memory_limit_bytes // 2)
-        return self._fetcher.ordered(self._get_transformed_object, objects, self._prefetch, budget)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_fetcher"] = self._fetcher.threads
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        state["_fetcher"] = Fetcher(state["_fetcher"])
-        self.__dict__.update(state)
+        return self._fetcher.ordered(self._load, objects, self._prefetch, budget)

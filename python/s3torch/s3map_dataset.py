@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Union
 
 import torch.utils.data
 
@@ -12,15 +12,14 @@ from ._client import S3Client
 from ._config import S3ClientConfig
 from ._dataset_common import (
     FETCH_BUDGET_BYTES,
-    Fetcher,
+    DatasetBase,
     S3BucketKeyData,
     get_objects_from_prefix,
     get_objects_from_uris,
     identity,
     transform_error,
 )
-from ._user_agent import UserAgent
-from .s3reader import S3Reader, S3ReaderConstructor
+from .s3reader import S3Reader
 from .s3reader.protocol import S3ReaderConstructorProtocol
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ log = logging.getLogger(__name__)
 _DEFAULT_BATCH_THREADS = 32
 
 
-class S3MapDataset(torch.utils.data.Dataset):
+class S3MapDataset(DatasetBase, torch.utils.data.Dataset):
     """A map-style dataset of S3 objects: ``dataset[i]`` is ``transform(reader of object i)``.
 
     Make one with ``from_prefix`` or ``from_objects``. Nothing is listed before the first ``len`` or
@@ -36,6 +35,8 @@ class S3MapDataset(torch.utils.data.Dataset):
     sizes and ETags spare every reader a HEAD. A DataLoader batch (``__getitems__``) is fetched
     concurrently on up to ``batch_threads`` threads (1: one object after another, as the reference).
     """
+
+    _kind = "map"
 
     def __init__(
         self,
@@ -50,23 +51,16 @@ class S3MapDataset(torch.utils.data.Dataset):
     ) -> None:
         if batch_threads < 1:
             raise ValueError(f"batch_threads must be at least 1, got {batch_threads}")
-        self._get_dataset_objects = get_dataset_objects
-        self._transform = transform
-        self._region = region
-        self._endpoint = endpoint
-        self._s3client_config = s3client_config
-        self._reader_constructor = reader_constructor or S3ReaderConstructor.default()
-        self._client: Optional[S3Client] = None
+        self._init_common(
+            region,
+            get_dataset_objects,
+            endpoint,
+            transform,
+            s3client_config,
+            reader_constructor,
+            batch_threads,
+        )
         self._bucket_key_pairs: Optional[List[S3BucketKeyData]] = None
-        self._fetcher = Fetcher(batch_threads)
-
-    @property
-    def region(self) -> Optional[str]:
-        return self._region
-
-    @property
-    def endpoint(self) -> Optional[str]:
-        return self._endpoint
 
     @classmethod
     def from_objects(
@@ -117,17 +111,6 @@ class S3MapDataset(torch.utils.data.Dataset):
             batch_threads=batch_threads,
         )
 
-    def _get_client(self) -> S3Client:
-        if self._client is None:
-            kind = S3ReaderConstructor.get_reader_type_string(self._reader_constructor)
-            self._client = S3Client(
-                self._region,
-                endpoint=self._endpoint,
-                user_agent=UserAgent([f"md/dataset#map md/reader_type#{kind}"]),
-                s3client_config=self._s3client_config,
-            )
-        return self._client
-
     @property
     def _dataset_bucket_key_pairs(self) -> List[S3BucketKeyData]:
         if self._bucket_key_pairs is None:
@@ -135,21 +118,7 @@ class S3MapDataset(torch.utils.data.Dataset):
         return self._bucket_key_pairs
 
     def _get_object(self, i: int) -> S3Reader:
-        item = self._dataset_bucket_key_pairs[i]
-        return self._get_client().get_object(
-            item.bucket, item.key, object_info=item.object_info, reader_constructor=self._reader_constructor
-        )
-
-    def _load(self, item: S3BucketKeyData) -> Any:
-        reader = self._get_client().get_object(
-            item.bucket, item.key, object_info=item.object_info, reader_constructor=self._reader_constructor
-        )
-        if self._transform is identity:
-            # The reader goes to the consumer unread: start its GET now, so that reading ahead overlaps.
-            start = getattr(reader, "prefetch", None)
-            if start is not None:
-                start()
-        return self._transform(reader)
+        return self._reader(self._dataset_bucket_key_pairs[i])
 
     def __getitem__(self, i: int) -> Any:
         item = self._dataset_bucket_key_pairs[i]
@@ -165,12 +134,3 @@ class S3MapDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self._dataset_bucket_key_pairs)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_fetcher"] = self._fetcher.threads  # a pool does not travel; the worker makes its own
-        return state
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        state["_fetcher"] = Fetcher(state["_fetcher"])
-        self.__dict__.update(state)
