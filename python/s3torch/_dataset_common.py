@@ -138,19 +138,20 @@ class Fetcher:
         pending: Deque[Tuple[S3BucketKeyData, Future, int]] = collections.deque()
         in_flight = 0
         source = iter(items)
-        exhausted = False
+        waiting: Optional[S3BucketKeyData] = None  # the next item, taken from the source, not started
         try:
             while True:
-                while not exhausted and len(pending) < ahead:
-                    item = next(source, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    size = int(getattr(item.object_info, "size", 0) or 0)
-                    pending.append((item, self.pool().submit(fn, item), size))
+                while len(pending) < ahead:
+                    if waiting is None:
+                        waiting = next(source, None)
+                        if waiting is None:
+                            break
+                    size = int(getattr(waiting.object_info, "size", 0) or 0)
+                    if pending and in_flight + size > max_bytes:
+                        break  # it starts once enough of what is in flight has been consumed
+                    pending.append((waiting, self.pool().submit(fn, waiting), size))
                     in_flight += size
-                    if in_flight >= max_bytes:
-                        break
+                    waiting = None
                 if not pending:
                     return
                 item, future, size = pending.popleft()
