@@ -67,6 +67,15 @@ nb::bytes filled_bytes(size_t n, Fill fill) {
 
 // A GET into a Python object's memory: holds the object's buffer export, so the memory outlives the
 // GET. Destroying it cancels a running GET (waiting, GIL released, until it can no longer write).
+// The Python face of an EtagPin. Requests keep the inner shared_ptr, which is purely C++: a shared_ptr
+// made from a Python-owned object would take the GIL in its deleter, and requests drop theirs on CRT
+// threads (during interpreter exit such a thread dies inside a noexcept callback: the process aborts).
+struct PyEtagPin {
+  std::shared_ptr<EtagPin> pin = std::make_shared<EtagPin>();
+};
+
+std::shared_ptr<EtagPin> pin_of(const PyEtagPin *p) { return p ? p->pin : nullptr; }
+
 struct PyDirectGet {
   std::unique_ptr<DirectGet> get;
   std::unique_ptr<Buffer> buffer;
@@ -215,14 +224,15 @@ NB_MODULE(_core, m) {
 
   m.attr("SCATTER") = kScatterSupported;
 
-  nb::class_<EtagPin>(m, "EtagPin",
-                      "The object version (ETag) that the GETs given this pin must all read: the first "
-                      "response's, then sent as If-Match")
+  nb::class_<PyEtagPin>(m, "EtagPin",
+                        "The object version (ETag) that the GETs given this pin must all read: the first "
+                        "response's, then sent as If-Match")
       .def(nb::init<>())
-      .def("check", &EtagPin::check, nb::arg("etag"),
-           "Pins `etag` if none is pinned yet; returns whether it matches the pinned one")
-      .def_prop_ro("etag", [](const EtagPin &p) -> std::optional<std::string> {
-        std::string e = p.get();
+      .def(
+          "check", [](PyEtagPin &p, const std::string &etag) { return p.pin->check(etag); }, nb::arg("etag"),
+          "Pins `etag` if none is pinned yet; returns whether it matches the pinned one")
+      .def_prop_ro("etag", [](const PyEtagPin &p) -> std::optional<std::string> {
+        std::string e = p.pin->get();
         if (e.empty()) return std::nullopt;
         return e;
       });
@@ -283,7 +293,8 @@ NB_MODULE(_core, m) {
       .def(
           "get",
           [](Client &c, const std::string &bucket, const std::string &key, std::optional<uint64_t> start,
-             std::optional<uint64_t> end, nb::handle scatter, std::shared_ptr<EtagPin> pin) {
+             std::optional<uint64_t> end, nb::handle scatter, const PyEtagPin *py_pin) {
+            std::shared_ptr<EtagPin> pin = pin_of(py_pin);
             if (scatter.is_none()) {
               nb::gil_scoped_release release;
               return c.get(bucket, key, start, end, nullptr, std::move(pin));
@@ -321,7 +332,8 @@ NB_MODULE(_core, m) {
       .def(
           "get_into",
           [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, nb::handle buffer,
-             uint64_t part_size, std::shared_ptr<EtagPin> pin) {
+             uint64_t part_size, const PyEtagPin *py_pin) {
+            std::shared_ptr<EtagPin> pin = pin_of(py_pin);
             auto b = std::make_unique<Buffer>(buffer, true);
             std::unique_ptr<DirectGet> g;
             {
@@ -336,7 +348,8 @@ NB_MODULE(_core, m) {
       .def(
           "get_bytes",
           [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, uint64_t end,
-             std::shared_ptr<EtagPin> pin) -> nb::object {
+             const PyEtagPin *py_pin) -> nb::object {
+            std::shared_ptr<EtagPin> pin = pin_of(py_pin);
             if (end < start) throw nb::value_error("end must not be before start");
             // A new bytes object is filled in place by the part requests (one copy, from the socket's read
             // buffer; no pool memory). Nothing else can see it before it is returned.
