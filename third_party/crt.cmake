@@ -45,7 +45,7 @@ function(_s3torch_check_crt_features)
     "read backpressure (enable_read_backpressure, initial_read_window)|c.enable_read_backpressure = true% c.initial_read_window = 1% aws_s3_meta_request_increment_read_window(0, 1)%"
     "asynchronous upload writes (send_using_async_writes, aws_s3_meta_request_write)|o.send_using_async_writes = true% (void)aws_s3_meta_request_write%"
     "connection monitoring (monitoring_options)|c.monitoring_options = 0%"
-    "checksum configuration (checksum_config)|o.checksum_config = 0%"
+    "checksum configuration (checksum_config, full-object upload and per-response download checksums)|o.checksum_config = 0% struct aws_s3_checksum_config k = {0}% k.full_object_checksum_callback = 0% k.response_checksum_validation_mode = AWS_SCVM_REQUEST_ONLY% (void)k%"
     "memory limit (memory_limit_in_bytes, aws_s3_default_memory_limit_for_throughput)|c.memory_limit_in_bytes = 1% (void)aws_s3_default_memory_limit_for_throughput%"
     "request metrics (aws_s3_request_metrics_get_request_id)|(void)aws_s3_request_metrics_get_request_id%")
   set(_missing)

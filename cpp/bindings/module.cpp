@@ -268,7 +268,7 @@ NB_MODULE(_core, m) {
           [](Client *self, const std::string &region, const std::string &endpoint, const std::string &user_agent_prefix,
              const std::string &profile, double throughput_target_gbps, uint64_t part_size, bool unsigned_requests,
              bool force_path_style, uint32_t max_attempts, uint64_t memory_limit_bytes, uint32_t read_timeout_s,
-             bool upload_checksum, bool requester_pays) {
+             bool upload_checksum, bool requester_pays, bool download_checksum) {
             ClientConfig c;
             c.region = region;
             c.endpoint = endpoint;
@@ -283,13 +283,14 @@ NB_MODULE(_core, m) {
             c.read_timeout_s = read_timeout_s;
             c.upload_checksum = upload_checksum;
             c.requester_pays = requester_pays;
+            c.download_checksum = download_checksum;
             new (self) Client(std::move(c));
           },
           nb::arg("region"), nb::arg("endpoint") = "", nb::arg("user_agent_prefix") = "", nb::arg("profile") = "",
           nb::arg("throughput_target_gbps") = 10.0, nb::arg("part_size") = 8ull << 20,
           nb::arg("unsigned") = false, nb::arg("force_path_style") = false, nb::arg("max_attempts") = 10,
           nb::arg("memory_limit_bytes") = 0, nb::arg("read_timeout_s") = 0, nb::arg("upload_checksum") = true,
-          nb::arg("requester_pays") = false)
+          nb::arg("requester_pays") = false, nb::arg("download_checksum") = true)
       .def(
           "get",
           [](Client &c, const std::string &bucket, const std::string &key, std::optional<uint64_t> start,
@@ -348,9 +349,10 @@ NB_MODULE(_core, m) {
       .def(
           "get_bytes",
           [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, uint64_t end,
-             const PyEtagPin *py_pin) -> nb::object {
+             const PyEtagPin *py_pin, bool whole_object) -> nb::object {
             std::shared_ptr<EtagPin> pin = pin_of(py_pin);
             if (end < start) throw nb::value_error("end must not be before start");
+            if (whole_object && start != 0) throw nb::value_error("whole_object needs start 0");
             // A new bytes object is filled in place by the part requests (one copy, from the socket's read
             // buffer; no pool memory). Nothing else can see it before it is returned.
             PyObject *raw = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(end - start));
@@ -360,12 +362,34 @@ NB_MODULE(_core, m) {
             auto *dst = reinterpret_cast<uint8_t *>(PyBytes_AS_STRING(raw));
             {
               nb::gil_scoped_release release;
-              c.get_into(bucket, key, start, end, dst, 0, std::move(pin))->wait();
+              // A whole object of up to a part: one plain GET whose checksum can be checked.
+              if (whole_object && end <= c.config().part_size) {
+                c.get_whole(bucket, key, dst, end, std::move(pin));
+              } else if (!whole_object) {
+                c.get_into(bucket, key, start, end, dst, 0, std::move(pin))->wait();
+              } else {
+                // Larger: parts in parallel, checked against the object's checksum (learnt by a
+                // HeadObject) as a whole; the CRT does not retry a mismatch, so it is retried here.
+                for (uint32_t attempt = 1;; ++attempt) {
+                  try {
+                    c.get_into(bucket, key, 0, end, dst, 0, pin, true)->wait();
+                    break;
+                  } catch (const S3Error &e) {
+                    if (e.crt_error != AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH ||
+                        attempt >= std::max<uint32_t>(1, c.config().max_attempts)) {
+                      throw;
+                    }
+                  }
+                }
+              }
             }
             return bytes;
           },
           nb::arg("bucket"), nb::arg("key"), nb::arg("start"), nb::arg("end"), nb::arg("pin").none() = nb::none(),
-          "Bytes [start, end) of the object as a new bytes object, received straight into it")
+          nb::arg("whole_object") = false,
+          "Bytes [start, end) of the object as a new bytes object, received straight into it. "
+          "whole_object: [0, end) is the whole object (its size from a listing); one of up to a part is "
+          "then read with one GET without a Range, checked against the checksum the server stored")
       .def("put", &Client::put, nb::arg("bucket"), nb::arg("key"), nb::arg("storage_class") = "",
            nb::call_guard<nb::gil_scoped_release>())
       .def("head",

@@ -2,6 +2,7 @@
 
 #include <aws/auth/credentials.h>
 #include <aws/common/date_time.h>
+#include <aws/common/encoding.h>
 #include <aws/common/string.h>
 #include <aws/http/connection.h>
 #include <aws/http/request_response.h>
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 
 #include "internal.hpp"
@@ -322,6 +324,52 @@ aws_http_message *get_message(const Client::Impl &impl, RequestBase &r, std::opt
   return m;
 }
 
+// GETs ask for the server's checksum and check each response that carries one before its body is
+// handed on. A ranged response carries none on the stores we know (S3, SeaweedFS, moto): those cost
+// nothing. REQUEST_ONLY: no HeadObject to learn a whole-object checksum a ranged GET cannot use.
+void ask_for_checksums(const Client::Impl &impl, aws_s3_meta_request_options &o, aws_s3_checksum_config &ck) {
+  if (!impl.config.download_checksum) return;
+  ck.validate_response_checksum = true;
+  ck.response_checksum_validation_mode = AWS_SCVM_REQUEST_ONLY;
+  o.checksum_config = &ck;
+}
+
+// A GET with no Range whose body goes to dst[0, size); more than `size` bytes fails it.
+struct WholeGet : RequestBase {
+  uint8_t *dst = nullptr;
+  uint64_t size = 0;
+  uint64_t landed = 0;     // body callbacks of one meta request never overlap
+  bool too_long = false;
+  int on_body(const aws_byte_cursor *b, uint64_t range_start, aws_s3_buffer_ticket *) override {
+    if (range_start > size || b->len > size - range_start) {
+      std::lock_guard<std::mutex> lock(mu);
+      too_long = true;
+      return aws_raise_error(AWS_ERROR_S3_CANCELED);
+    }
+    std::memcpy(dst + range_start, b->ptr, b->len);
+    landed += b->len;
+    return AWS_OP_SUCCESS;
+  }
+};
+
+// The upload's full-object checksum (CompleteMultipartUpload, on an event-loop thread): the CRC32C
+// of every byte written, base64 of its big-endian bytes as S3 writes checksums. With it the object
+// gets a FULL_OBJECT checksum instead of a composite one, which a whole-object GET can check.
+aws_string *full_object_crc32c(aws_s3_meta_request *, void *user_data) noexcept {
+  auto *st = static_cast<PutStream::State *>(user_data);
+  uint32_t crc;
+  {
+    std::lock_guard<std::mutex> lock(st->crc_mu);
+    crc = st->crc32c;
+  }
+  uint8_t be[4] = {uint8_t(crc >> 24), uint8_t(crc >> 16), uint8_t(crc >> 8), uint8_t(crc)};
+  aws_byte_cursor raw = aws_byte_cursor_from_array(be, sizeof be);
+  uint8_t text[16] = {0};
+  aws_byte_buf out = aws_byte_buf_from_empty_array(text, sizeof text);
+  if (aws_base64_encode(&raw, &out) != AWS_OP_SUCCESS) return nullptr;
+  return aws_string_new_from_buf(st->owner->runtime->allocator(), &out);
+}
+
 }  // namespace
 
 std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket,
@@ -358,6 +406,8 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = on_body_callback;
+  aws_s3_checksum_config ck{};
+  ask_for_checksums(*impl, o, ck);
   if (!scatter) {
     st->launch(o, m, st);
     return std::make_unique<GetStream>(st);
@@ -371,9 +421,10 @@ std::unique_ptr<GetStream> start_get(const std::shared_ptr<Client::Impl> &impl, 
 
 std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std::string &key, uint64_t start,
                                             uint64_t end, uint8_t *dst, uint64_t part_size,
-                                            std::shared_ptr<EtagPin> pin) {
+                                            std::shared_ptr<EtagPin> pin, bool whole_object) {
   check_range(start, end);
   if (!impl_->pool) throw UsageError("get_into needs the client's part-buffer pool");
+  if (whole_object && start != 0) throw UsageError("a whole-object GET starts at 0");
   auto st = new_request<DirectGet::State>(impl_, "GetObject", bucket, key);
   st->start = start;
   st->sink.base = dst;
@@ -384,15 +435,66 @@ std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std
     st->finished = st->shut_down = st->ok = true;
     return std::make_unique<DirectGet>(st);
   }
-  aws_http_message *m = get_message(*impl_, *st, start, end);
+  aws_http_message *m = whole_object ? get_message(*impl_, *st, std::nullopt, std::nullopt)
+                                      : get_message(*impl_, *st, start, end);
   aws_s3_meta_request_options o{};
   o.type = AWS_S3_META_REQUEST_TYPE_GET_OBJECT;
   o.body_callback_ex = on_body_callback;
   o.part_size = part_size;
+  aws_s3_checksum_config ck{};
+  ask_for_checksums(*impl_, o, ck);
+  if (whole_object && o.checksum_config) ck.response_checksum_validation_mode = AWS_SCVM_FULL_OBJECT;
   st->launch_receiving(o, m, st, PoolReceiver{&st->sink, nullptr});
   // Its parts land in caller memory, not in the pool: no read window applies.
   if (st->meta) aws_s3_meta_request_increment_read_window(st->meta, end - start);
   return std::make_unique<DirectGet>(st);
+}
+
+void Client::get_whole(const std::string &bucket, const std::string &key, uint8_t *dst, uint64_t size,
+                       std::shared_ptr<EtagPin> pin) {
+  // The CRT does not retry a checksum mismatch (it fails the meta request): we do, as it retries a
+  // reset, while attempts are left. Nothing reaches dst before the body was checked.
+  const uint32_t attempts = std::max<uint32_t>(1, impl_->config.max_attempts);
+  for (uint32_t attempt = 1;; ++attempt) {
+    auto st = new_request<WholeGet>(impl_, "GetObject", bucket, key);
+    st->dst = dst;
+    st->size = size;
+    st->pin = pin;
+    impl_->counters->direct_gets++;
+    aws_http_message *m = get_message(*impl_, *st, std::nullopt, std::nullopt);
+    aws_s3_meta_request_options o{};
+    // DEFAULT: one request as written. The auto-ranged type would add a Range (or a partNumber),
+    // and stores send the object's checksum only with a plain GET.
+    o.type = AWS_S3_META_REQUEST_TYPE_DEFAULT;
+    o.operation_name = aws_byte_cursor_from_c_str("GetObject");
+    o.body_callback_ex = on_body_callback;
+    aws_s3_checksum_config ck{};
+    if (impl_->config.download_checksum) {
+      ck.validate_response_checksum = true;
+      o.checksum_config = &ck;
+    }
+    st->launch(o, m, st);
+    if (st->meta) aws_s3_meta_request_increment_read_window(st->meta, size);
+    st->wait_finished();
+    aws_s3_meta_request_release(st->meta);
+    if (st->crt_error == AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH && attempt < attempts) {
+      log_lazy(AWS_LL_DEBUG, [&] {
+        return "checksum mismatch, retrying (attempt " + std::to_string(attempt) + " of " +
+               std::to_string(attempts) + "): GetObject s3://" + bucket + "/" + key;
+      });
+      continue;
+    }
+    if (st->too_long || (st->crt_error == AWS_ERROR_SUCCESS && st->landed != size)) {
+      throw S3Error("GetObject s3://" + bucket + "/" + key + " failed: the object is " +
+                        (st->too_long ? "larger" : "smaller (" + std::to_string(st->landed) + " bytes)") +
+                        " than the " + std::to_string(size) +
+                        " bytes its listing gave; it changed since, list or open it again",
+                    "GetObject", bucket, key, 0, "SizeMismatch", st->request_id, 0);
+    }
+    if (st->crt_error != AWS_ERROR_SUCCESS) throw st->error();
+    impl_->counters->bytes_downloaded += size;
+    return;
+  }
 }
 
 std::unique_ptr<PutStream> Client::put(const std::string &bucket, const std::string &key,
@@ -413,6 +515,8 @@ std::unique_ptr<PutStream> Client::put(const std::string &bucket, const std::str
   if (impl_->config.upload_checksum) {
     checksum.location = AWS_SCL_TRAILER;
     checksum.checksum_algorithm = AWS_SCA_CRC32C;
+    checksum.full_object_checksum_callback = full_object_crc32c;
+    checksum.user_data = st.get();  // lives until the CRT's shutdown callback
     o.checksum_config = &checksum;
   }
   st->launch(o, m, st);

@@ -16,6 +16,12 @@ S3Error make_error(const std::string &operation, const std::string &bucket, cons
   if (request_id.empty()) request_id = request_id_header;
   if (code.empty() && status == 404) code = "NotFound";
   if (code.empty() && status == 403) code = "AccessDenied";
+  if (code.empty() && crt_error == AWS_ERROR_S3_INTERNAL_ERROR && status == 400) {
+    // Our CRT patch 0004 retries a 400 only for a damaged body (BadDigest and kin), and the CRT keeps
+    // no error document once it gives up on a retried request.
+    code = "BadDigest";
+    message = "the server found the request body damaged (its checksum did not match) on every attempt";
+  }
   if (code.empty() && crt_error != 0 && (status == 0 || crt_error != AWS_ERROR_S3_INVALID_RESPONSE_STATUS)) {
     // No error document: the CRT's own classification (with a status: it gave up on a retryable one).
     code = aws_error_name(crt_error);

@@ -92,6 +92,7 @@ struct RequestBase {
   std::shared_ptr<EtagPin> pin;
   std::string if_match;       // the If-Match value sent, if any
   bool version_changed = false;  // the response's ETag differs from the pinned one
+  bool did_validate = false;     // the body was checked against a checksum the server sent
 
   // Registered with the pool's receivers (direct GETs, scattered streams) until the finish.
   const aws_s3_meta_request *pool_registered = nullptr;
@@ -157,6 +158,10 @@ struct DirectGet::State : RequestBase {
 
 struct PutStream::State : RequestBase {
   uint64_t written = 0;
+  // CRC32C of every byte written, in order: sent as the object's full-object checksum when the upload
+  // completes (the CRT asks on an event-loop thread after the last write was taken).
+  std::mutex crc_mu;
+  uint32_t crc32c = 0;
   bool closed = false;
   bool aborted = false;
 };

@@ -53,7 +53,13 @@ void s_on_finish(aws_s3_meta_request *, const aws_s3_meta_request_result *result
     r->status = result->response_status;
     r->error_body.swap(body);
     r->request_id.swap(request_id);
+    r->did_validate = result->did_validate;
     r->finished = true;
+  }
+  if (result->error_code == AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH) {
+    r->owner->counters->checksum_mismatches++;
+  } else if (result->error_code == AWS_ERROR_SUCCESS && result->did_validate) {
+    r->owner->counters->validated_gets++;
   }
   r->unregister();
   try {

@@ -129,7 +129,10 @@ class _StreamOpener:
 
     def read_bytes(self, start: int, end: int) -> bytes:
         """Bytes [start, end) as a new bytes object received in place: no part buffer, one copy."""
-        return self._client._native.get_bytes(self.bucket, self.key, start, end, pin=self._the_pin())
+        whole = start == 0 and end == self.object_size
+        return self._client._native.get_bytes(
+            self.bucket, self.key, start, end, pin=self._the_pin(), whole_object=whole
+        )
 
     def read_into(self, start: int, dest: Any) -> int:
         """Bytes [start, start + len(dest)) received straight into the writable buffer ``dest``."""
@@ -252,6 +255,7 @@ class S3Client:
                         read_timeout_s=int(cfg.read_timeout_s or 0),
                         upload_checksum=bool(cfg.upload_checksum),
                         requester_pays=bool(cfg.requester_pays),
+                        download_checksum=bool(cfg.download_checksum),
                     )
                     self._pid = pid
         return self._native_client

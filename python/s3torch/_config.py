@@ -24,6 +24,10 @@ class S3ClientConfig:
     CRC32C (an aws-chunked trailer) for the server to verify; turn it off for a store that does not
     accept checksum trailers. ``requester_pays``: every request carries ``x-amz-request-payer:
     requester``, for buckets whose owner makes the reader pay (needs signed requests).
+    ``download_checksum``: GETs ask for the checksum the server stored and check every response that
+    carries one before its bytes are handed on (a mismatch is retried while ``max_attempts`` allow);
+    whole-object reads of up to a part, whose size a listing gave, use one GET without a Range so that
+    the object's own checksum comes back. Ranged responses carry none on S3 and most stores.
     """
 
     throughput_target_gbps: float = 10.0
@@ -36,6 +40,7 @@ class S3ClientConfig:
     read_timeout_s: Optional[int] = None
     upload_checksum: bool = True
     requester_pays: bool = False
+    download_checksum: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.part_size, int) or isinstance(self.part_size, bool):

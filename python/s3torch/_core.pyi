@@ -145,7 +145,7 @@ class PutObjectStream:
     def key(self) -> str: ...
 
 class Client:
-    def __init__(self, region: str, endpoint: str = '', user_agent_prefix: str = '', profile: str = '', throughput_target_gbps: float = 10.0, part_size: int = 8388608, unsigned: bool = False, force_path_style: bool = False, max_attempts: int = 10, memory_limit_bytes: int = 0, read_timeout_s: int = 0, upload_checksum: bool = True, requester_pays: bool = False) -> None: ...
+    def __init__(self, region: str, endpoint: str = '', user_agent_prefix: str = '', profile: str = '', throughput_target_gbps: float = 10.0, part_size: int = 8388608, unsigned: bool = False, force_path_style: bool = False, max_attempts: int = 10, memory_limit_bytes: int = 0, read_timeout_s: int = 0, upload_checksum: bool = True, requester_pays: bool = False, download_checksum: bool = True) -> None: ...
 
     def get(self, bucket: str, key: str, start: int | None = None, end: int | None = None, scatter: object | None = None, pin: EtagPin | None = None) -> GetObjectStream:
         """
@@ -157,9 +157,9 @@ class Client:
         Starts a GET of bytes [start, start + len(buffer)) straight into the writable buffer
         """
 
-    def get_bytes(self, bucket: str, key: str, start: int, end: int, pin: EtagPin | None = None) -> object:
+    def get_bytes(self, bucket: str, key: str, start: int, end: int, pin: EtagPin | None = None, whole_object: bool = False) -> object:
         """
-        Bytes [start, end) of the object as a new bytes object, received straight into it
+        Bytes [start, end) of the object as a new bytes object, received straight into it. whole_object: [0, end) is the whole object (its size from a listing); one of up to a part is then read with one GET without a Range, checked against the checksum the server stored
         """
 
     def put(self, bucket: str, key: str, storage_class: str = '') -> PutObjectStream: ...

@@ -197,6 +197,8 @@ def test_the_sdist_carries_the_crt_build_and_its_patches(tmp_path):
         "third_party/apply_patches.py",
         "third_party/patches/0001-s2n-skip-default-config-ca-load.patch",
         "third_party/patches/0002-aws-c-s3-ticket-append.patch",
+        "third_party/patches/0003-aws-c-s3-checksum-header-case.patch",
+        "third_party/patches/0004-aws-c-s3-resend-damaged-bodies.patch",
         "scripts/zig/cc",
         "cpp/bindings/module.cpp",
         "python/s3torch/py.typed",

@@ -467,23 +467,41 @@ def test_every_uploaded_part_carries_a_crc32c(server, bucket, make_client, proxy
     assert all("x-amz-trailer" not in r.headers for r in proxy.requests if r.method == "PUT")
 
 
-def test_a_part_damaged_in_transit_is_refused_and_nothing_lands(
+def test_a_part_damaged_in_transit_is_resent(seaweed_server, seaweed_bucket, make_client, proxy_factory):
+    """SeaweedFS checks the trailer's CRC32C (moto does not): a flipped byte in an upload part is
+    refused with 400 InvalidDigest, and the CRT, which still holds the part, sends it again (our
+    patch 0004 makes the digest codes retryable): the upload completes with the right bytes."""
+    from s3torch.testing import Fault, corrupt
+
+    proxy = proxy_factory(seaweed_server)
+    in_a_part = Fault(corrupt(3 * MiB + 17), method="PUT", when=lambda r: "partNumber" in r.query)
+    damage = proxy.add_fault(in_a_part)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint)
+    payload = os.urandom(12 * MiB)
+    _put(client, seaweed_bucket, "obj", payload)
+    assert damage.fired == 1
+    assert client.stats()["failed_attempts"] >= 1
+    part_puts = [r for r in proxy.requests if r.method == "PUT" and "partNumber" in r.query]
+    assert [r.status for r in part_puts].count(400) == 1 and len(part_puts) == 3  # 2 parts + 1 resend
+    assert make_client(seaweed_server).get_object_stream(seaweed_bucket, "obj").read() == payload
+
+
+def test_a_part_damaged_on_every_attempt_fails_and_nothing_lands(
     seaweed_server, seaweed_bucket, make_client, proxy_factory
 ):
-    """SeaweedFS checks the trailer's CRC32C (moto does not): a flipped byte in an upload part is
-    refused. The CRT does not retry a 400, and the bytes were streamed, so the upload fails with the
-    server's verdict and aborts: the earlier version of the object stays, never a damaged one."""
+    """Damaged on every attempt: after max_attempts the upload fails with the server's verdict and
+    aborts: the earlier version of the object stays, never a damaged one."""
     from s3torch.testing import Fault, corrupt
 
     earlier = os.urandom(MiB)
     _put(make_client(seaweed_server), seaweed_bucket, "obj", earlier)
     proxy = proxy_factory(seaweed_server)
-    in_a_part = Fault(corrupt(3 * MiB + 17), method="PUT", when=lambda r: "partNumber" in r.query)
-    damage = proxy.add_fault(in_a_part)
-    client = make_client(seaweed_server, endpoint=proxy.endpoint)
+    always = Fault(corrupt(3 * MiB + 17), method="PUT", when=lambda r: "partNumber" in r.query, times=None)
+    damage = proxy.add_fault(always)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, max_attempts=3)
     with pytest.raises(S3Exception, match="Digest") as caught:
         _put(client, seaweed_bucket, "obj", os.urandom(12 * MiB))
-    assert damage.fired == 1 and caught.value.status == 400
+    assert damage.fired >= 3 and caught.value.status == 400
     assert make_client(seaweed_server).get_object_stream(seaweed_bucket, "obj").read() == earlier
 
 

@@ -30,6 +30,9 @@ struct ClientConfig {
   uint32_t read_timeout_s = 0;      // a connection moving no bytes this long is dropped (0: CRT's 30 s)
   bool upload_checksum = true;      // CRC32C trailer on every uploaded part
   bool requester_pays = false;      // x-amz-request-payer: requester on every request
+  // GETs ask for the server's checksum (x-amz-checksum-mode) and check every response that carries
+  // one; whole-object reads (get_whole) are made so that a server can send the object's own.
+  bool download_checksum = true;
 };
 
 // The version of an object that several GETs of one reader or load must all read: the ETag of the
@@ -91,6 +94,8 @@ struct Counters {
   std::atomic<uint64_t> direct_bytes{0};       // body bytes that arrived in place, in caller memory
   std::atomic<uint64_t> direct_fallbacks{0};   // direct GETs redone as streams (a part landed elsewhere)
   std::atomic<uint64_t> scatter_bytes{0};      // stream bytes written straight to a ScatterMap's memory
+  std::atomic<uint64_t> validated_gets{0};     // GETs whose body matched the checksum the server sent
+  std::atomic<uint64_t> checksum_mismatches{0};  // GET responses whose body did not (never handed out)
 
   // Calls f(name, value) for every counter: the one list the bindings build their dict from.
   template <class F>
@@ -107,6 +112,8 @@ struct Counters {
     f("direct_bytes", direct_bytes.load());
     f("direct_fallbacks", direct_fallbacks.load());
     f("scatter_bytes", scatter_bytes.load());
+    f("validated_gets", validated_gets.load());
+    f("checksum_mismatches", checksum_mismatches.load());
   }
 };
 
@@ -131,9 +138,19 @@ class Client {
   // stay valid until the returned DirectGet is destroyed or has finished (wait/cancel). part_size
   // (0: the client's) sets how the range is split into part requests: as the parts land in caller
   // memory, not in the pool, a direct GET may use larger ones (fewer requests).
+  // `whole_object` (start 0, end the object's size): the GET is sent without a Range, so that with
+  // download_checksum the CRT learns the object's checksum (a HeadObject) and checks every byte
+  // against it, where the object has a full-object one (a composite "-N" one cannot be checked).
   std::unique_ptr<DirectGet> get_into(const std::string &bucket, const std::string &key, uint64_t start,
                                       uint64_t end, uint8_t *dst, uint64_t part_size = 0,
-                                      std::shared_ptr<EtagPin> pin = nullptr);
+                                      std::shared_ptr<EtagPin> pin = nullptr, bool whole_object = false);
+  // The whole object, `size` bytes (a listing's), into dst[0, size) with one GET that has no Range,
+  // so that a server can send the checksum it stored for the object; with download_checksum the
+  // body is checked against it before a byte reaches dst, and a mismatch is retried (max_attempts).
+  // Blocks. Throws S3Error if it fails or if the object's size is not `size`. Meant for objects of
+  // up to a part: the CRT holds the body once before handing it over.
+  void get_whole(const std::string &bucket, const std::string &key, uint8_t *dst, uint64_t size,
+                 std::shared_ptr<EtagPin> pin = nullptr);
   std::unique_ptr<PutStream> put(const std::string &bucket, const std::string &key,
                                  const std::string &storage_class);
   ObjectInfo head(const std::string &bucket, const std::string &key);

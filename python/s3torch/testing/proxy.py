@@ -130,6 +130,11 @@ class Corrupt(FaultAction):
     at_byte: int
 
 
+@dataclass(frozen=True)
+class CorruptResponse(FaultAction):
+    at_byte: int
+
+
 _S3_ERRORS = {
     400: ("BadRequest", "Bad Request"),
     403: ("AccessDenied", "Access Denied"),
@@ -179,6 +184,12 @@ def corrupt(at_byte: int) -> Corrupt:
     """Forward the request, but flip every bit of request body byte ``at_byte`` (as sent on the wire,
     framing included) on the way: a body damaged in transit, which the server must refuse."""
     return Corrupt(at_byte)
+
+
+def corrupt_response(at_byte: int) -> CorruptResponse:
+    """Forward the request, but flip every bit of response body byte ``at_byte`` (chunk framing not
+    counted) on its way back: a download damaged in transit, which only a checksum can reveal."""
+    return CorruptResponse(at_byte)
 
 
 @dataclass
@@ -640,7 +651,7 @@ class _Connection:
             self.upstream = _Peer(sock)
         return self.upstream
 
-    def _send_client(self, data: Union[bytes, memoryview]) -> None:
+    def _send_client(self, data: Union[bytes, bytearray, memoryview]) -> None:
         self.client.sock.sendall(data)
 
     def handle(self, head: _Head) -> bool:
@@ -806,6 +817,8 @@ class _Connection:
         stops: list[tuple[int, FaultAction]] = []
         if isinstance(action, (Reset, Delay)) and action.after_bytes is not None:
             stops.append((action.after_bytes, action))
+        if isinstance(action, CorruptResponse):
+            stops.append((action.at_byte, action))
         meter = _BodyMeter(self, record, stops)
 
         method = request.start_line.split(" ", 1)[0].upper()
@@ -859,6 +872,7 @@ class _BodyMeter:
         self.conn = conn
         self.record = record
         self.stops = sorted(stops, key=lambda s: s[0])
+        self.flip_next = False  # a CorruptResponse is due: damage the next byte sent
 
     def _fire_due(self) -> None:
         while self.stops and self.record.bytes_sent >= self.stops[0][0]:
@@ -867,6 +881,8 @@ class _BodyMeter:
                 self.conn.proxy._stopping.wait(action.seconds)
             elif isinstance(action, Reset):
                 raise _Abort(action.abortive)
+            elif isinstance(action, CorruptResponse):
+                self.flip_next = True
 
     def send(self, data: memoryview) -> None:
         while True:
@@ -876,7 +892,12 @@ class _BodyMeter:
             n = len(data)
             if self.stops:
                 n = min(n, self.stops[0][0] - self.record.bytes_sent)
-            self.conn._send_client(data[:n])
+            piece: Union[memoryview, bytearray] = data[:n]
+            if self.flip_next and n:
+                piece = bytearray(piece)
+                piece[0] ^= 0xFF
+                self.flip_next = False
+            self.conn._send_client(piece)
             self.record.bytes_sent += n
             data = data[n:]
 
