@@ -4,12 +4,15 @@
 
 ACTION: "save" (DTensors sharded over a CPU mesh plus replicated entries), "load" (into DTensors
 sharded over this world size, then checks full values), "save_fail_rank1" (rank 1 raises while its
-data is being written). Exit code 0 means the rank did what the action expects.
+data is being written), "load_replicated" / "_plain" / "_fail" (every rank loads the whole
+replicated state: deduplicated, not, or with rank 1's data GETs failing; prints STATS json).
+Exit code 0 means the rank did what the action expects.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import sys
 import traceback
@@ -40,6 +43,22 @@ def global_values() -> Dict[str, torch.Tensor]:
 
 
 SHARDED = ("w", "odd", "emb", "ids")
+
+
+def replicated_values() -> Dict[str, Any]:
+    """A state_dict every rank loads whole (data parallelism): 24 tensors, about 12 MB."""
+    g = torch.Generator().manual_seed(7)
+    tensors = {f"layer{i}": torch.randn(64 * 1024 + 1000 * i, generator=g) for i in range(20)}
+    tensors.update({f"half{i}": torch.randn(128, 1024, generator=g).to(torch.bfloat16) for i in range(4)})
+    return {"model": tensors, "step": torch.tensor(77), "note": "replicated"}
+
+
+def zeros_like_values(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {
+        "model": {k: torch.zeros_like(v) for k, v in values["model"].items()},
+        "step": torch.tensor(0),
+        "note": None,
+    }
 
 
 def build_state(mesh: Any, zeros: bool) -> Dict[str, Any]:
@@ -113,6 +132,44 @@ def main() -> int:
             stats = reader.last_load_stats
             assert stats is not None and stats.fallback_items == 0
             print(f"rank {rank}: loaded {stats.items} items, {stats.bytes_fetched} bytes")
+            print("STATS " + json.dumps({"rank": rank_i, "from_peers": stats.bytes_from_peers}))
+            return 0
+        if action.startswith("load_replicated"):
+            # Every rank needs every byte. "_plain": dedupe off; "_fail": rank 1 reads through the
+            # failing endpoint of S3TORCH_TEST_FAIL_ENDPOINT (its ranged GETs of data files fail).
+            if action == "load_replicated_fail" and rank_i == 1:
+                endpoint = os.environ["S3TORCH_TEST_FAIL_ENDPOINT"]
+                config = S3ClientConfig(force_path_style=True, max_attempts=1)
+            values = replicated_values()
+            state = zeros_like_values(values)
+            dedupe = action != "load_replicated_plain"
+            reader = S3StorageReader(region, uri, s3client_config=config, endpoint=endpoint, dedupe=dedupe)
+            try:
+                dcp.load(state, storage_reader=reader)
+            except (Exception, CheckpointException) as e:
+                if action == "load_replicated_fail":
+                    print(f"rank {rank}: load failed as expected: {type(e).__name__}: {e}")
+                    return 0
+                raise
+            if action == "load_replicated_fail":
+                print(f"rank {rank}: load unexpectedly succeeded", file=sys.stderr)
+                return 1
+            for k, v in values["model"].items():
+                assert torch.equal(state["model"][k], v), f"{k} differs on rank {rank}"
+            assert state["step"].item() == 77 and state["note"] == "replicated"
+            stats = reader.last_load_stats
+            print(
+                "STATS "
+                + json.dumps(
+                    {
+                        "rank": rank_i,
+                        "fetched": stats.bytes_fetched,
+                        "needed": stats.bytes_needed,
+                        "from_peers": stats.bytes_from_peers,
+                        "items": stats.items,
+                    }
+                )
+            )
             return 0
         raise ValueError(f"unknown action {action!r}")
     except (Exception, CheckpointException):

@@ -20,8 +20,10 @@ def test_full_part_requests_start_on_part_boundaries(seaweed_target: Target, pro
     proxy = proxy_factory(seaweed_target.server)
     # w1 and w2 only: the load starts inside the first stored part.
     dest = {k: torch.zeros_like(v) for k, v in state.items() if k != "w0"}
-    reader = seaweed_target.reader(endpoint=proxy.endpoint, config=seaweed_target.config(part_size=PART))
-    reader.direct_min_bytes = 0  # every byte through the part-buffer streams, whose alignment this tests
+    # direct_min_bytes=0: every byte through the part-buffer streams, whose alignment this tests.
+    reader = seaweed_target.reader(
+        endpoint=proxy.endpoint, config=seaweed_target.config(part_size=PART), direct_min_bytes=0
+    )
     dcp.load(dest, storage_reader=reader)
     for k, v in dest.items():
         assert torch.equal(v, state[k])

@@ -78,8 +78,7 @@ def test_large_items_across_parts_and_many_streams(seaweed_target: Target) -> No
 
     for max_streams in (1, 3):
         dest = blank_like(state)
-        reader = seaweed_target.reader(max_streams=max_streams)
-        reader.split_bytes = 4 * MiB  # force several GETs per file
+        reader = seaweed_target.reader(max_streams=max_streams, split_bytes=4 * MiB)  # several GETs a file
         dcp.load(dest, storage_reader=reader)
         assert_same(state, dest)
         stats = reader.last_load_stats

@@ -6,11 +6,12 @@ on a different world size (or in one process, into full tensors) must give the s
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional
 
 import pytest
 import torch
@@ -21,12 +22,14 @@ WORKER = Path(__file__).with_name("multirank_worker.py")
 TIMEOUT_S = 180
 
 
-def run_ranks(action: str, world: int, target: Target, tmp_path: Path) -> List[str]:
+def run_ranks(
+    action: str, world: int, target: Target, tmp_path: Path, extra_env: Optional[Dict[str, str]] = None
+) -> List[str]:
     """Runs ``world`` worker processes; returns their outputs, fails the test if any rank fails."""
     import s3torch
 
     store = tmp_path / f"store-{action}-{world}-{os.urandom(4).hex()}"
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(s3torch.__file__).parents[1]), str(WORKER.parent), env.get("PYTHONPATH", "")]
     )
@@ -66,7 +69,12 @@ def test_save_and_load_on_another_world_size(
     keys = seaweed_target.keys()
     assert f"{seaweed_target.prefix}/.metadata" in keys
     assert sum(k.endswith(".distcp") for k in keys) == save_world
-    run_ranks("load", load_world, seaweed_target, tmp_path)
+    outputs = run_ranks("load", load_world, seaweed_target, tmp_path)
+    # Stored items that several loading ranks need (the replicated entries, and on 4 ranks the saved
+    # shards that two new shards narrow) were read by one rank and broadcast to the others.
+    lines = [ln for o in outputs for ln in o.splitlines() if ln.startswith("STATS ")]
+    peers = [json.loads(ln[6:])["from_peers"] for ln in lines]
+    assert len(peers) == load_world and sum(peers) > 0
 
     # And in this process, without torch.distributed, into full plain tensors.
     from multirank_worker import SHARDED, global_values

@@ -118,3 +118,18 @@ def test_storage_classes_defaults() -> None:
     assert writer.prefix_strategy(2) == "__2_"
     with pytest.raises(ValueError):
         S3StorageReader("us-east-1", "s3://b/p", max_streams=0)
+
+
+def test_reader_knobs_are_keyword_arguments_checked_at_construction():
+    """The concurrent loader's settings are keyword arguments (and attributes a later load reads);
+    nonsense values fail at once, not in the middle of a load."""
+    seen: list = []
+    reader = S3StorageReader(
+        "us-east-1", "s3://bucket/ckpt", split_bytes=3, direct_min_bytes=0, progress_callback=seen.append
+    )
+    assert (reader.split_bytes, reader.direct_min_bytes) == (3, 0)
+    reader.progress_callback(5)
+    assert seen == [5]
+    for bad in ({"split_bytes": 0}, {"direct_min_bytes": -1}, {"max_streams": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            S3StorageReader("us-east-1", "s3://bucket/ckpt", **bad)

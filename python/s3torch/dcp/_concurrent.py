@@ -36,9 +36,9 @@ import torch
 from torch.distributed._shard._utils import narrow_tensor_by_index
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 
-from .._exceptions import S3Exception
 from ..s3reader.dcp_optimized import is_default_gap
 from ._archive import ArchiveHead, NeedMoreBytes, UnsupportedArchive, check_tail, parse_head
+from ._cursor import _Cursor, _segments, truncated
 from ._stats import LoadStats
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,6 @@ _MAX_HEAD = 1 * MiB
 _FIRST_PEEK = 2048
 # Coalesced groups longer than this are split at item boundaries so that K streams share the work.
 DEFAULT_SPLIT_BYTES = 64 * MiB
-DEFAULT_MAX_STREAMS = 8
-# Pool budget per consuming stream (parts in flight plus the ones being read): see default_max_streams.
-_PARTS_PER_STREAM = 3
 # The largest gap between two needed ranges that the concurrent loader fetches rather than skips, when the
 # user left max_gap_size at its default. A skipped gap costs one more request, and with K GETs in flight
 # a request's latency (about 1 ms here) is worth only bandwidth / K * latency bytes of transfer (1 GB/s /
@@ -69,109 +66,6 @@ TAIL_WINDOW = 8 * 1024
 # Where torch.save puts a tensor's bytes in its archive (its records are 64-byte aligned): the first
 # guess of a load, replaced by the last offset parsed.
 DEFAULT_DATA_OFFSET = 704
-
-
-def truncated(bucket: str, key: str, offset: int, missing: int) -> S3Exception:
-    """The public error for a response that ended early (an object shorter than its metadata says,
-    or a body cut off): never a silent shift of the bytes that follow."""
-    return S3Exception(
-        f"s3://{bucket}/{key}: the object's data ended at offset {offset}, {missing} bytes short of "
-        "what the checkpoint needs (truncated or overwritten object?)",
-        bucket=bucket,
-        key=key,
-        code="IncompleteBody",
-        operation="GetObject",
-    )
-
-
-class _Cursor:
-    """Forward-only reader over consecutive GetObjectStreams, with peeks that consume nothing.
-
-    ``segments`` are (stream, end offset) in object order, each stream starting where the previous
-    one ends. Everything runs in the native streams with the GIL released: ``peek`` copies a few
-    header bytes, ``skip_to`` drops bytes (scattered ones too), ``read_into`` is the one copy from
-    the part buffers into the caller's memory.
-    """
-
-    __slots__ = ("_segments", "_index", "pos", "_bucket", "_key")
-
-    def __init__(self, segments: Sequence[Tuple[Any, int]], start: int, bucket: str, key: str) -> None:
-        self._segments = list(segments)
-        self._index = 0
-        self.pos = start  # object offset of the next byte we hand out
-        self._bucket = bucket
-        self._key = key
-
-    def _ended(self, need: int) -> S3Exception:
-        return truncated(self._bucket, self._key, self.pos, need)
-
-    def _stream(self) -> Tuple[Any, int]:
-        """The stream holding ``pos`` and how many of its bytes are left (0: no stream left)."""
-        while self._index < len(self._segments) - 1 and self.pos >= self._segments[self._index][1]:
-            self._index += 1
-        stream, end = self._segments[self._index]
-        return stream, end - self.pos
-
-    def peek(self, n: int) -> bytes:
-        """The next ``n`` bytes without consuming them (fewer only at the end of the stream)."""
-        stream, left = self._stream()
-        if n <= left or self._index == len(self._segments) - 1:
-            return cast(bytes, stream.peek(n))
-        out = bytearray(stream.peek(left))  # a header across a segment boundary: rare, small
-        for nxt, _ in self._segments[self._index + 1 :]:
-            if len(out) >= n:
-                break
-            out += nxt.peek(n - len(out))
-        return bytes(out)
-
-    def skip_to(self, offset: int) -> None:
-        n = offset - self.pos
-        if n < 0:
-            where = f"s3://{self._bucket}/{self._key}"
-            raise AssertionError(f"{where}: cannot seek back from {self.pos} to {offset}")
-        while n:
-            stream, left = self._stream()
-            want = min(n, left) if left > 0 else n
-            got = stream.skip(want)
-            self.pos += got
-            n -= got
-            if got < want:
-                raise self._ended(n)
-
-    def read_into(self, dest: memoryview) -> None:
-        """Fills ``dest`` completely with the next bytes."""
-        total = len(dest)
-        done = 0
-        while done < total:
-            stream, left = self._stream()
-            want = min(total - done, left) if left > 0 else total - done
-            got = stream.read_into(dest[done : done + want])
-            self.pos += got
-            done += got
-            if got < want:
-                raise self._ended(total - done)
-
-    def read_bytes(self, n: int) -> bytearray:
-        out = bytearray(n)
-        if n:
-            self.read_into(memoryview(out))
-        return out
-
-
-def _segments(start: int, end: int, align: int) -> List[Tuple[int, int]]:
-    """[start, end) as GETs whose part requests line up with ``align``-byte object offsets.
-
-    The client splits a GET into part-sized requests counted from its start, so a long GET from an
-    unaligned offset makes every one of them straddle two parts of the stored object. S3's guidance
-    is to align ranged GETs with the upload's parts; SeaweedFS spends about a quarter more CPU per
-    byte on straddling reads. A range longer than one part that starts off a boundary therefore
-    becomes a short GET up to the next boundary and an aligned one for the rest (at most one more
-    HTTP request); a range of one part or less stays one request.
-    """
-    if align <= 0 or start % align == 0 or end - start <= align:
-        return [(start, end)]
-    boundary = start + align - start % align
-    return [(start, boundary), (boundary, end)]
 
 
 @dataclass
@@ -615,7 +509,11 @@ class ConcurrentPlanLoader:
             self.stats.fallback_items += 1
         self._load_generic(rng.reqs, data, target)
 
-    def _load_generic(self, reqs: List[ReadItem], data: bytearray, target: Optional[torch.Tensor]) -> None:
+    def load_from_bytes(self, reqs: List[ReadItem], data: Any) -> None:
+        """Completes ``reqs`` (items of one stored item) from its bytes, fetched elsewhere."""
+        self._load_generic(reqs, data, None)
+
+    def _load_generic(self, reqs: List[ReadItem], data: Any, target: Optional[torch.Tensor]) -> None:
         """torch's FileSystemReader.read_data for items whose bytes are in ``data``."""
         for req in reqs:
             md = self._storage_data[req.storage_index]
@@ -645,50 +543,3 @@ class ConcurrentPlanLoader:
             dest.copy_(tensor)
             with self._planner_lock:
                 self._planner.commit_tensor(req, dest)
-
-
-def _pool_limit(client: Any) -> Tuple[int, int]:
-    """(part-buffer pool limit in bytes or 0 if unknown, part size) of ``client``."""
-    config = getattr(client, "s3client_config", None)
-    part_size = getattr(config, "part_size", 8 * MiB) or 8 * MiB
-    limit = getattr(config, "memory_limit_bytes", None)
-    if not limit:
-        try:
-            limit = int(client.stats().get("limit_bytes", 0))
-        except Exception:  # stats are optional
-            limit = 0
-    return int(limit or 0), int(part_size)
-
-
-def part_size_of(client: Any) -> int:
-    """The client's part size: how it splits GETs, and the upload part size it writes with."""
-    return _pool_limit(client)[1]
-
-
-def default_max_streams(client: Any, requested: Optional[int] = None) -> int:
-    """K: how many streams the part-buffer pool can feed.
-
-    By default at most DEFAULT_MAX_STREAMS; a requested K is honoured up to _PARTS_PER_STREAM parts
-    of the pool each: every consumer may hold a part or two (a chunk it is reading, one it peeked
-    at) while its stream needs another to make progress, so more streams than that could exhaust the
-    pool with nobody able to finish.
-    """
-    limit, part_size = _pool_limit(client)
-    if requested is None:
-        if not limit:
-            return DEFAULT_MAX_STREAMS
-        return max(1, min(DEFAULT_MAX_STREAMS, limit // (_PARTS_PER_STREAM * part_size)))
-    if not limit:
-        return max(1, requested)
-    cap = max(1, limit // (_PARTS_PER_STREAM * part_size))
-    if requested > cap:
-        log.warning(
-            "max_streams=%d lowered to %d: the client's memory limit (%d bytes) feeds at most "
-            "%d streams of %d-byte parts",
-            requested,
-            cap,
-            limit,
-            cap,
-            part_size,
-        )
-    return max(1, min(requested, cap))

@@ -28,6 +28,7 @@ class LoadStats:
     fallback_items: int = 0  # tensor items read through torch.load instead of in place
     direct_bytes: int = 0  # bytes received straight into destination memory (no part buffer)
     relocated_items: int = 0  # items whose scattered middle had to be moved once (offset guessed wrong)
+    bytes_from_peers: int = 0  # item bytes other ranks fetched and broadcast to this one (dedupe)
     seconds: float = 0.0
 
     @property
@@ -48,6 +49,7 @@ class LoadStats:
             f"{self.http_requests} HTTP requests, {self.direct_bytes} B straight into tensors), "
             f"retries {self.retries}, "
             f"{self.fallback_items} via torch.load, {self.relocated_items} relocated, "
+            f"{self.bytes_from_peers} B from other ranks, "
             f"{self.seconds:.3f} s, {self.gbps:.2f} GB/s"
         )
 

@@ -48,14 +48,9 @@ from ..s3reader import (
     S3ReaderConstructorProtocol,
     coalesce_ranges,
 )
-from . import _stats
-from ._concurrent import (
-    DEFAULT_DIRECT_MIN,
-    DEFAULT_SPLIT_BYTES,
-    ConcurrentPlanLoader,
-    default_max_streams,
-    part_size_of,
-)
+from . import _dedupe, _stats
+from ._concurrent import DEFAULT_DIRECT_MIN, DEFAULT_SPLIT_BYTES, ConcurrentPlanLoader
+from ._sizing import default_max_streams, part_size_of
 from ._stats import LoadStats, SaveStats
 from .s3_prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
 
@@ -355,9 +350,20 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
             memory limit allows, at most 8; a larger request is capped to what the limit can feed).
         concurrent: False makes ``dcp_optimized`` go through torch's per-file loop with
             ``DCPOptimizedS3Reader`` (as s3torchconnector does), e.g. to compare the two.
+        split_bytes: a concurrent load splits coalesced ranges longer than this at item
+            boundaries, so that its streams share the work of one large file.
+        direct_min_bytes: tensor items whose middle is at least this long are received straight
+            into their destination (scattered GET streams, which need the bundled CRT); 0 copies
+            every item from the part buffers.
+        progress_callback: called with a byte count (from worker threads) as items complete during
+            a concurrent load.
+        dedupe: a concurrent load on every rank of the default process group (more than one)
+            reads each stored item that several ranks need once (one owner per item, balanced by
+            bytes) and broadcasts it to the others that need it; None (default): whenever that is
+            the case, False: never. A load on one rank or on a subgroup never deduplicates.
 
-    ``last_load_stats`` describes the last ``read_data``. ``progress_callback(nbytes)``, if set, is
-    called (from worker threads) as items complete during a concurrent load.
+    ``last_load_stats`` describes the last ``read_data``. The keyword settings are also attributes
+    of the same names, which a later load reads.
     """
 
     def __init__(
@@ -372,6 +378,10 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         *,
         max_streams: Optional[int] = None,
         concurrent: bool = True,
+        split_bytes: int = DEFAULT_SPLIT_BYTES,
+        direct_min_bytes: int = DEFAULT_DIRECT_MIN,
+        progress_callback: Optional[Callable[[int], None]] = None,
+        dedupe: Optional[bool] = None,
     ) -> None:
         super().__init__(path)
         self._reader_constructor = reader_constructor or S3ReaderConstructor.dcp_optimized()
@@ -387,15 +397,17 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         self.sync_files = False
         if max_streams is not None and max_streams < 1:
             raise ValueError(f"max_streams must be at least 1, got {max_streams}")
+        if split_bytes < 1:
+            raise ValueError(f"split_bytes must be at least 1, got {split_bytes}")
+        if direct_min_bytes < 0:
+            raise ValueError(f"direct_min_bytes must not be negative, got {direct_min_bytes}")
         self.max_streams = max_streams
         self.concurrent = concurrent
-        self.split_bytes = DEFAULT_SPLIT_BYTES
-        # Tensor items whose middle is at least this long are received straight into their
-        # destination (scattered GET streams, which need the bundled CRT); 0 copies every item
-        # from the part buffers.
-        self.direct_min_bytes = DEFAULT_DIRECT_MIN
+        self.split_bytes = split_bytes
+        self.direct_min_bytes = direct_min_bytes
         self.last_load_stats: Optional[LoadStats] = None
-        self.progress_callback: Optional[Callable[[int], None]] = None
+        self.progress_callback = progress_callback
+        self.dedupe = dedupe
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
         """Sorts the plan by storage offset; hands its byte ranges to a DCP reader constructor."""
@@ -403,6 +415,13 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         if isinstance(self._reader_constructor, DCPS3ReaderConstructorProtocol):
             self._reader_constructor.set_item_ranges_by_file(plan.items, self.storage_data, self.path)
         return plan
+
+    def prepare_global_plan(self, plans: List[LoadPlan]) -> List[LoadPlan]:
+        # Tells every rank (with its plan) how many ranks load together: deduplication runs only
+        # when that is the whole default process group.
+        plans = super().prepare_global_plan(plans)
+        world = _dedupe.PlanWorld(len(plans))
+        return [dataclasses.replace(p, storage_data=world) for p in plans]
 
     def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
         t0 = time.perf_counter()
@@ -424,7 +443,20 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
                 direct_min=self.direct_min_bytes,
                 progress=self.progress_callback,
             )
+            shared: Optional[_dedupe.SharedLoad] = None
+            if _dedupe.enabled(self.dedupe, plan):
+                shared = _dedupe.SharedLoad(
+                    client=client,
+                    storage_data=self.storage_data,
+                    resolve_uri=lambda rel: parse_s3_uri(self.fs.concat_path(self.path, rel)),
+                    apply=lambda reqs, data: loader.load_from_bytes(reqs, data),
+                )
+                plan = shared.run(plan)  # what is left: the items only this rank needs
             stats = loader.run(plan)
+            if shared is not None:
+                stats.items += shared.stats.shared_items
+                stats.bytes_needed += shared.stats.bytes_needed
+                stats.bytes_from_peers = shared.stats.bytes_from_peers
         else:
             stats = self._plan_stats(plan)
             super().read_data(plan, planner)
