@@ -107,6 +107,15 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss() -> int:
+    """This process's RSS high-water mark (VmHWM; ru_maxrss would carry the parent's from fork)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _cpu() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -294,7 +303,7 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
     c0, t0 = _cpu(), time.perf_counter()
     got = run()
     seconds, cpu = time.perf_counter() - t0, _cpu() - c0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     stats = getattr(locals().get("reader"), "last_load_stats", None)
     if stats is not None and getattr(stats, "bytes_fetched", None) is not None:
         result["fetched"] = stats.bytes_fetched
@@ -440,7 +449,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=None, help="runs per case (default 3)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
-    ap.add_argument("--only", default=None, help="run only cases whose name contains this")
+    ap.add_argument("--only", default=None, help="only cases whose name starts with this (read/: no DCP)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -463,7 +472,7 @@ def main() -> None:
         f"Python {platform.python_version()}, "
         f"{size_gb:g} GB objects and checkpoints, median of {repeat}"
     )
-    cases = [c for c in plan(args, have_ref) if not args.only or args.only in c[0]]
+    cases = [c for c in plan(args, have_ref) if not args.only or c[0].startswith(args.only)]
     args.out.mkdir(parents=True, exist_ok=True)
     rows: List[Dict[str, Any]] = []
     with start_seaweedfs() as server:
