@@ -480,7 +480,7 @@ def main() -> None:
         os.environ.update(server.env())
         bucket = server.create_bucket(unique_bucket_name("bench"))
         size = int(size_gb * GB)
-        blob = random.Random(args.seed).randbytes(size)
+        blob = os.urandom(size)
         key = "object"
         import s3torch
 

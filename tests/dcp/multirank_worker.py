@@ -5,7 +5,8 @@
 ACTION: "save" (DTensors sharded over a CPU mesh plus replicated entries), "load" (into DTensors
 sharded over this world size, then checks full values), "save_fail_rank1" (rank 1 raises while its
 data is being written), "load_replicated" / "_plain" / "_fail" (every rank loads the whole
-replicated state: deduplicated, not, or with rank 1's data GETs failing; prints STATS json).
+replicated state: deduplicated, not, or with rank 1's data GETs failing; prints STATS json),
+"load_replicated_partial" (every rank loads the same ten of its tensors).
 Exit code 0 means the rank did what the action expects.
 """
 
@@ -142,6 +143,9 @@ def main() -> int:
                 config = S3ClientConfig(force_path_style=True, max_attempts=1)
             values = replicated_values()
             state = zeros_like_values(values)
+            if action == "load_replicated_partial":  # half the layers: a partial load
+                values["model"] = {k: v for k, v in values["model"].items() if k.startswith("layer1")}
+                state["model"] = {k: torch.zeros_like(v) for k, v in values["model"].items()}
             dedupe = action != "load_replicated_plain"
             reader = S3StorageReader(region, uri, s3client_config=config, endpoint=endpoint, dedupe=dedupe)
             try:

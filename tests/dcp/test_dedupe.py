@@ -67,6 +67,21 @@ def test_a_replicated_load_reads_each_byte_once(seaweed_target: Target, tmp_path
     assert all(s["from_peers"] == 0 for s in plain)
 
 
+def test_a_partial_replicated_load_reads_only_what_it_needs_once(
+    seaweed_target: Target, tmp_path: Path
+) -> None:
+    from multirank_worker import replicated_values
+
+    from s3torch.demo import tensor_bytes
+
+    _save_replicated(seaweed_target)
+    needed = tensor_bytes({k: v for k, v in replicated_values()["model"].items() if k.startswith("layer1")})
+    stats = _stats(run_ranks("load_replicated_partial", 2, seaweed_target, tmp_path))
+    assert len(stats) == 2 and all(s["needed"] >= needed for s in stats)
+    assert needed <= sum(s["fetched"] for s in stats) <= 1.05 * needed + 64 * 1024
+    assert sum(s["from_peers"] for s in stats) >= 0.95 * needed
+
+
 def test_a_rank_that_fails_fails_every_rank_promptly(
     seaweed_target: Target, tmp_path: Path, proxy_factory: Any
 ) -> None:

@@ -4,9 +4,9 @@ With data parallelism every replica reads the same tensors: N ranks would pull N
 S3. Here the ranks first agree (one ``all_gather_object`` of what each needs) on one owner for every
 stored item that more than one rank needs, balanced by bytes among the ranks that need it; the owner
 fetches it straight into a buffer (one GET, in place) and the buffer reaches the other ranks that
-need it by ``broadcast`` in a process group of exactly those ranks (gloo on CPU, NCCL where the
-default group is NCCL). Items only one rank needs are loaded by that rank with the concurrent loader,
-as without deduplication.
+need it by ``broadcast`` in a gloo process group of exactly those ranks (gloo whatever the default
+group's backend: the buffers are CPU tensors; an NCCL path straight into GPU memory is future work).
+Items only one rank needs are loaded by that rank with the concurrent loader, as without it.
 
 Memory stays bounded: the shared items are handled in rounds of at most ``round_bytes``, each round
 fetched, broadcast (in pieces of at most ``PIECE_BYTES``) and applied before the next starts.
@@ -124,6 +124,7 @@ class SharedLoad:
         self._apply = apply
         self._round_bytes = max(1, round_bytes)
         self._groups: Dict[Tuple[int, ...], Any] = {}
+        self._world_group: Any = None
         self.stats = DedupeStats()
 
     def _span(self, item: ReadItem) -> Span:
@@ -137,13 +138,16 @@ class SharedLoad:
         by_span: Dict[Span, List[ReadItem]] = {}
         for item in plan.items:
             by_span.setdefault(self._span(item), []).append(item)
+        # Our own gloo groups: the buffers are CPU tensors, which an NCCL default group cannot move.
+        # Every rank makes them, in the same order.
+        self._world_group = dist.new_group(backend="gloo")
+        self._groups[tuple(range(world))] = self._world_group
         needs: List[Any] = [None] * world
-        dist.all_gather_object(needs, sorted(by_span))
+        dist.all_gather_object(needs, sorted(by_span), group=self._world_group)
         owners = assign_owners(needs)
-        # Groups are made by every rank, in the same order, for each set of ranks that shares a span.
         for ranks in sorted({r for _, r in owners.values()}):
             if len(ranks) < world:
-                self._groups[ranks] = dist.new_group(list(ranks))
+                self._groups[ranks] = dist.new_group(list(ranks), backend="gloo")
         try:
             return self._load(plan, by_span, owners, rank, world)
         finally:
@@ -151,6 +155,7 @@ class SharedLoad:
                 if group is not None and group != dist.GroupMember.NON_GROUP_MEMBER:
                     dist.destroy_process_group(group)
             self._groups.clear()
+            self._world_group = None
 
     def _load(
         self,
@@ -235,18 +240,20 @@ class SharedLoad:
         return buffers
 
     def _broadcast(self, buf: torch.Tensor, owner: int, ranks: Tuple[int, ...]) -> None:
-        group = self._groups.get(ranks)  # None: every rank, the default group
+        group = self._groups[ranks]
         for lo in range(0, max(1, buf.numel()), PIECE_BYTES):
             dist.broadcast(buf[lo : lo + PIECE_BYTES], src=owner, group=group)
 
     def _check(self, err: Optional[BaseException], rank: int) -> None:
         """Raises on every rank if any rank failed (a collective every rank joins)."""
         flag = torch.tensor([1 if err is not None else 0], dtype=torch.int32)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._world_group)
         if not int(flag.item()):
             return
         errors: List[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(errors, None if err is None else f"{type(err).__name__}: {err}")
+        dist.all_gather_object(
+            errors, None if err is None else f"{type(err).__name__}: {err}", group=self._world_group
+        )
         failed = [(r, e) for r, e in enumerate(errors) if e is not None]
         self.stats.failed_rank = failed[0][0]
         self.stats.errors = [f"rank {r}: {e}" for r, e in failed]

@@ -203,6 +203,15 @@ class SequentialS3Reader(_ObjectReader):
             return 0
         pos = self._position
         want = dest.nbytes
+        if pos == self._spans.end and not self._eof:
+            # At the download frontier: the bytes arrive in place in a new bytes object (which the
+            # reader keeps, as read() does) and are copied once into buf. Pulling them as chunks
+            # instead would keep every part buffer of the object in the pool (growing it to the
+            # object's size: new slabs, page faults) before copying.
+            data = self._read_direct(pos, want)
+            if data is not None:
+                dest[: len(data)] = data
+                return len(data)
         n = 0
         spans = self._spans
         while n < want:
