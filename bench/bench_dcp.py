@@ -136,12 +136,7 @@ def child(args: argparse.Namespace) -> None:
     elif args.scope == "spread":
         keep = spread_keys(structure, 10)
 
-    def materialize(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            return {k: materialize(v) for k, v in obj.items()}
-        if isinstance(obj, torch.Tensor):
-            return torch.zeros(obj.shape, dtype=obj.dtype)  # zeros: pages touched now
-        return obj
+    from _common import materialize
 
     dest = materialize(zeros_like_state(structure, keep))
     needed = tensor_bytes(dest)
@@ -239,10 +234,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     import torch
-    import torch.distributed.checkpoint as dcp
 
-    from s3torch import S3ClientConfig
-    from s3torch.dcp import S3StorageWriter
     from s3torch.demo import build_state_dict, leaves, plan_shape, tensor_bytes
     from s3torch.testing import start_seaweedfs, unique_bucket_name
 
@@ -263,14 +255,10 @@ def main() -> None:
         state = build_state_dict(shape, seed=args.seed)
         n_tensors = sum(1 for _, v in leaves(state) if isinstance(v, torch.Tensor))
         total = tensor_bytes(state)
-        writer = S3StorageWriter(
-            server.region,
-            uri,
-            s3client_config=S3ClientConfig(force_path_style=True),
-            endpoint=server.endpoint,
-        )
         t0 = time.perf_counter()
-        dcp.save(state, storage_writer=writer)
+        from _common import save_with_s3torch
+
+        save_with_s3torch(server, uri, state)
         save_s = time.perf_counter() - t0
         del state
         print(

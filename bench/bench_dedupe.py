@@ -50,12 +50,7 @@ def rank_main(spec: Dict[str, Any]) -> None:
     shape = plan_shape(spec["size_gb"] * GB)
     dest = zeros_like_state(build_state_dict(shape, seed=0, meta=True))
 
-    def materialize(obj: Any) -> Any:
-        if isinstance(obj, dict):
-            return {k: materialize(v) for k, v in obj.items()}
-        if isinstance(obj, torch.Tensor):
-            return torch.zeros(obj.shape, dtype=obj.dtype)
-        return obj
+    from _common import materialize
 
     dest = materialize(dest)
     if spec["mode"] == "s3torchconnector":
@@ -106,10 +101,7 @@ def main() -> None:
         rank_main(json.loads(args.rank))
         return
     warnings.filterwarnings("ignore")
-    import torch.distributed.checkpoint as dcp
 
-    from s3torch import S3ClientConfig
-    from s3torch.dcp import S3StorageWriter
     from s3torch.demo import build_state_dict, plan_shape, tensor_bytes
     from s3torch.testing import start_seaweedfs, unique_bucket_name
 
@@ -120,13 +112,9 @@ def main() -> None:
         uri = f"s3://{bucket}/ckpt"
         state = build_state_dict(shape, seed=0)
         total = tensor_bytes(state)
-        writer = S3StorageWriter(
-            server.region,
-            uri,
-            s3client_config=S3ClientConfig(force_path_style=True),
-            endpoint=server.endpoint,
-        )
-        dcp.save(state, storage_writer=writer)
+        from _common import save_with_s3torch
+
+        save_with_s3torch(server, uri, state)
         del state
         env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
         results: Dict[str, List[Dict[str, Any]]] = {}

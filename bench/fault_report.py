@@ -1,5 +1,6 @@
 """Integrity report: reads, range reads, DCP loads and saves through a proxy that fails about 5% of
-requests at random (resets before the response, bodies cut half way, 500, 503, delays), repeated.
+requests at random (resets before the response, bodies cut half way, 500, 503, delays), repeated;
+then whole-object reads with 5% of response bodies damaged, and uploads with 5% of parts damaged.
 
 For each run it records the faults the proxy injected, the failed HTTP attempts the client counted
 (its retries) and the outcome, and compares every byte with what was written: "bytes lost" counts
@@ -27,8 +28,11 @@ from s3torch import S3ReaderConstructor
 from s3torch.dcp import S3StorageReader, S3StorageWriter
 from s3torch.demo import leaves
 from s3torch.testing import (
+    Chance,
     Fault,
     S3Proxy,
+    corrupt,
+    corrupt_response,
     make_client,
     random_faults,
     start_seaweedfs,
@@ -98,6 +102,10 @@ def main() -> None:
         obj = os.urandom(24 * MiB + 77)
         with plain.put_object(bucket, "obj") as w:
             w.write(obj)
+        smalls = {f"small/{i:03d}": os.urandom(256 * 1024 + i) for i in range(200)}
+        for key, body in smalls.items():
+            with plain.put_object(bucket, key) as w:
+                w.write(body)
         state = _state(1)
         writer = S3StorageWriter(server.region, f"s3://{bucket}/ckpt", endpoint=server.endpoint)
         dcp.save(state, storage_writer=writer)
@@ -173,6 +181,49 @@ def main() -> None:
                 lost = 0
                 outcome = f"raised {type(e).__name__}; .metadata left: {left}"
             rows.append(_row("DCP save", run, faults, None, lost, t0, outcome))
+            proxy.stop()
+
+            # 5. whole objects from a listing while 5% of GET bodies arrive with one byte damaged:
+            # checked against the stored CRC32C, retried, never returned damaged
+            proxy = S3Proxy(server.endpoint).start()
+            chance = Chance(0.05, 500 + run)
+            damage = proxy.add_fault(
+                Fault(corrupt_response(1000), method="GET", path="/small/", times=None, when=chance)
+            )
+            client = make_client(server, endpoint=proxy.endpoint)
+            t0 = time.monotonic()
+            lost = 0
+            for page in client.list_objects(bucket, "small/"):
+                for info in page.object_info:
+                    got = client.get_object(bucket, info.key, object_info=info).read()
+                    lost += _lost(smalls[info.key], got)
+            c = client.stats()
+            rows.append(
+                _row(f"{len(smalls)} listed whole reads", run, [damage], c["checksum_mismatches"], lost, t0)
+            )
+            proxy.stop()
+
+            # 6. uploads while 5% of part bodies arrive damaged: the server refuses them, the CRT
+            # resends the part it holds
+            proxy = S3Proxy(server.endpoint).start()
+            chance = Chance(0.05, 600 + run)
+            part = Fault(
+                corrupt(2 * MiB),
+                method="PUT",
+                times=None,
+                when=lambda r, chance=chance: "partNumber" in r.query and chance(r),
+            )
+            damage = proxy.add_fault(part)
+            client = make_client(server, endpoint=proxy.endpoint)
+            t0 = time.monotonic()
+            lost = 0
+            for i in range(10):
+                body = os.urandom(20 * MiB)
+                with client.put_object(bucket, f"up{run}/{i}") as w:
+                    w.write(body)
+                lost += _lost(body, plain.get_object_stream(bucket, f"up{run}/{i}").read())
+            retries = client.stats()["failed_attempts"]
+            rows.append(_row("10 uploads of 20 MiB", run, [damage], retries, lost, t0))
             proxy.stop()
     finally:
         server.stop()

@@ -271,7 +271,6 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
             check = lambda _: True  # noqa: E731 - the load cases read (and check) what this wrote
             result["checked_by"] = "the load cases"
     else:  # load
-        import torch
         import torch.distributed.checkpoint as dcp
 
         from s3torch.demo import partial_keys, tensor_bytes, verify, zeros_like_state
@@ -283,12 +282,7 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
         elif spec["scope"] == "spread":
             keep = spread_keys(structure, 10)
 
-        def materialize(obj: Any) -> Any:
-            if isinstance(obj, dict):
-                return {k: materialize(v) for k, v in obj.items()}
-            if isinstance(obj, torch.Tensor):
-                return torch.zeros(obj.shape, dtype=obj.dtype)  # zeros: pages touched now
-            return obj
+        from _common import materialize
 
         dest = materialize(zeros_like_state(structure, keep))
         result["bytes"] = tensor_bytes(dest)

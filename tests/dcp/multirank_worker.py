@@ -18,7 +18,7 @@ import os
 import sys
 import traceback
 import warnings
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.distributed as dist
@@ -85,6 +85,22 @@ class FailingPlanner(DefaultSavePlanner):
         return super().resolve_data(write_item)
 
 
+def run_expecting(action: str, failing: str, rank: str, what: str, fn: Callable[[], Any]) -> Optional[int]:
+    """Runs ``fn``. For the ``failing`` action: 0 if it raised (as it must), 1 if not; for any
+    other action None, and its exception propagates."""
+    try:
+        fn()
+    except (Exception, CheckpointException) as e:  # CheckpointException: BaseException
+        if action != failing:
+            raise
+        print(f"rank {rank}: {what} failed as expected: {type(e).__name__}: {e}")
+        return 0
+    if action == failing:
+        print(f"rank {rank}: {what} unexpectedly succeeded", file=sys.stderr)
+        return 1
+    return None
+
+
 def main() -> int:
     action, rank, world, store, endpoint, region, uri = sys.argv[1:8]
     rank_i, world_i = int(rank), int(world)
@@ -105,17 +121,14 @@ def main() -> int:
             state = build_state(mesh, zeros=False)
             writer = S3StorageWriter(region, uri, s3client_config=config, endpoint=endpoint)
             planner = FailingPlanner() if action == "save_fail_rank1" else None
-            try:
-                dcp.save(state, storage_writer=writer, planner=planner)
-            except (Exception, CheckpointException) as e:  # CheckpointException: BaseException
-                if action == "save_fail_rank1":
-                    print(f"rank {rank}: save failed as expected: {type(e).__name__}")
-                    return 0
-                raise
-            if action == "save_fail_rank1":
-                print(f"rank {rank}: save unexpectedly succeeded", file=sys.stderr)
-                return 1
-            return 0
+            verdict = run_expecting(
+                action,
+                "save_fail_rank1",
+                rank,
+                "save",
+                lambda: dcp.save(state, storage_writer=writer, planner=planner),
+            )
+            return 0 if verdict is None else verdict
         if action == "load":
             state = build_state(mesh, zeros=True)
             reader = S3StorageReader(region, uri, s3client_config=config, endpoint=endpoint)
@@ -148,16 +161,11 @@ def main() -> int:
                 state["model"] = {k: torch.zeros_like(v) for k, v in values["model"].items()}
             dedupe = action != "load_replicated_plain"
             reader = S3StorageReader(region, uri, s3client_config=config, endpoint=endpoint, dedupe=dedupe)
-            try:
-                dcp.load(state, storage_reader=reader)
-            except (Exception, CheckpointException) as e:
-                if action == "load_replicated_fail":
-                    print(f"rank {rank}: load failed as expected: {type(e).__name__}: {e}")
-                    return 0
-                raise
-            if action == "load_replicated_fail":
-                print(f"rank {rank}: load unexpectedly succeeded", file=sys.stderr)
-                return 1
+            verdict = run_expecting(
+                action, "load_replicated_fail", rank, "load", lambda: dcp.load(state, storage_reader=reader)
+            )
+            if verdict is not None:
+                return verdict
             for k, v in values["model"].items():
                 assert torch.equal(state["model"][k], v), f"{k} differs on rank {rank}"
             assert state["step"].item() == 77 and state["note"] == "replicated"

@@ -1,0 +1,30 @@
+"""Helpers the benchmark scripts share (they run as scripts: this directory is on sys.path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def materialize(obj: Any) -> Any:
+    """A state_dict structure with its (meta) tensors replaced by zero CPU tensors, touched now so
+    that page faults do not land in a measured load."""
+    import torch
+
+    if isinstance(obj, dict):
+        return {k: materialize(v) for k, v in obj.items()}
+    if isinstance(obj, torch.Tensor):
+        return torch.zeros(obj.shape, dtype=obj.dtype)
+    return obj
+
+
+def save_with_s3torch(server: Any, uri: str, state: Any) -> None:
+    """dcp.save of ``state`` to ``uri`` on ``server`` with s3torch's writer."""
+    import torch.distributed.checkpoint as dcp
+
+    from s3torch import S3ClientConfig
+    from s3torch.dcp import S3StorageWriter
+
+    writer = S3StorageWriter(
+        server.region, uri, s3client_config=S3ClientConfig(force_path_style=True), endpoint=server.endpoint
+    )
+    dcp.save(state, storage_writer=writer)
