@@ -363,6 +363,9 @@ NB_MODULE(_core, m) {
             {
               nb::gil_scoped_release release;
               // A whole object of up to a part: one plain GET whose checksum can be checked.
+              // Without download checksums a whole object is just a range: the in-place path (one
+              // copy fewer, no HeadObject) is faster.
+              whole_object = whole_object && c.config().download_checksum;
               if (whole_object && end <= c.config().part_size) {
                 c.get_whole(bucket, key, dst, end, std::move(pin));
               } else if (!whole_object) {

@@ -199,6 +199,7 @@ def test_the_sdist_carries_the_crt_build_and_its_patches(tmp_path):
         "third_party/patches/0002-aws-c-s3-ticket-append.patch",
         "third_party/patches/0003-aws-c-s3-checksum-header-case.patch",
         "third_party/patches/0004-aws-c-s3-resend-damaged-bodies.patch",
+        "third_party/patches/0005-aws-c-s3-size-body-by-content-length.patch",
         "scripts/zig/cc",
         "cpp/bindings/module.cpp",
         "python/s3torch/py.typed",

@@ -117,6 +117,9 @@ def test_without_download_checksum_the_damage_goes_through(server, bucket, make_
     assert len(got) == len(data) and got != data
     assert got[100] == data[100] ^ 0xFF and got[:100] == data[:100]
     assert client._native.counters()["validated_gets"] == 0
+    # Nothing to check, so the read takes the in-place ranged path (no plain GET, no HeadObject).
+    gets = [r for r in proxy.requests if r.method == "GET" and r.path.endswith("/obj")]
+    assert gets and all(r.range is not None for r in gets) and proxy.count("HEAD") == 0
 
 
 def test_an_object_of_another_size_than_listed_is_refused(server, bucket, make_client):
