@@ -362,28 +362,10 @@ NB_MODULE(_core, m) {
             auto *dst = reinterpret_cast<uint8_t *>(PyBytes_AS_STRING(raw));
             {
               nb::gil_scoped_release release;
-              // A whole object of up to a part: one plain GET whose checksum can be checked.
-              // Without download checksums a whole object is just a range: the in-place path (one
-              // copy fewer, no HeadObject) is faster.
-              whole_object = whole_object && c.config().download_checksum;
-              if (whole_object && end <= c.config().part_size) {
+              if (whole_object) {
                 c.get_whole(bucket, key, dst, end, std::move(pin));
-              } else if (!whole_object) {
-                c.get_into(bucket, key, start, end, dst, 0, std::move(pin))->wait();
               } else {
-                // Larger: parts in parallel, checked against the object's checksum (learnt by a
-                // HeadObject) as a whole; the CRT does not retry a mismatch, so it is retried here.
-                for (uint32_t attempt = 1;; ++attempt) {
-                  try {
-                    c.get_into(bucket, key, 0, end, dst, 0, pin, true)->wait();
-                    break;
-                  } catch (const S3Error &e) {
-                    if (e.crt_error != AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH ||
-                        attempt >= std::max<uint32_t>(1, c.config().max_attempts)) {
-                      throw;
-                    }
-                  }
-                }
+                c.get_into(bucket, key, start, end, dst, 0, std::move(pin))->wait();
               }
             }
             return bytes;
@@ -391,8 +373,8 @@ NB_MODULE(_core, m) {
           nb::arg("bucket"), nb::arg("key"), nb::arg("start"), nb::arg("end"), nb::arg("pin").none() = nb::none(),
           nb::arg("whole_object") = false,
           "Bytes [start, end) of the object as a new bytes object, received straight into it. "
-          "whole_object: [0, end) is the whole object (its size from a listing); one of up to a part is "
-          "then read with one GET without a Range, checked against the checksum the server stored")
+          "whole_object: [0, end) is the whole object (its size from a listing), read so that it is "
+          "checked against the checksum the server stored (Client.get_whole)")
       .def("put", &Client::put, nb::arg("bucket"), nb::arg("key"), nb::arg("storage_class") = "",
            nb::call_guard<nb::gil_scoped_release>())
       .def("head",

@@ -450,50 +450,70 @@ std::unique_ptr<DirectGet> Client::get_into(const std::string &bucket, const std
   return std::make_unique<DirectGet>(st);
 }
 
+namespace {
+
+// One GET of the whole object with no Range (DEFAULT: one request as written; the auto-ranged type
+// would add a Range or a partNumber, and stores send the object's checksum only with a plain GET),
+// its body checked by the CRT before it reaches dst. Throws S3Error.
+void plain_whole_get(const std::shared_ptr<Client::Impl> &impl, const std::string &bucket, const std::string &key,
+                     uint8_t *dst, uint64_t size, const std::shared_ptr<EtagPin> &pin) {
+  auto st = new_request<WholeGet>(impl, "GetObject", bucket, key);
+  st->dst = dst;
+  st->size = size;
+  st->pin = pin;
+  impl->counters->direct_gets++;
+  aws_http_message *m = get_message(*impl, *st, std::nullopt, std::nullopt);
+  aws_s3_meta_request_options o{};
+  o.type = AWS_S3_META_REQUEST_TYPE_DEFAULT;
+  o.operation_name = aws_byte_cursor_from_c_str("GetObject");
+  o.body_callback_ex = on_body_callback;
+  aws_s3_checksum_config ck{};
+  ck.validate_response_checksum = true;
+  o.checksum_config = &ck;
+  st->launch(o, m, st);
+  if (st->meta) aws_s3_meta_request_increment_read_window(st->meta, size);
+  st->wait_finished();
+  aws_s3_meta_request_release(st->meta);
+  if (st->too_long || (st->crt_error == AWS_ERROR_SUCCESS && st->landed != size)) {
+    throw S3Error("GetObject s3://" + bucket + "/" + key + " failed: the object is " +
+                      (st->too_long ? "larger" : "smaller (" + std::to_string(st->landed) + " bytes)") +
+                      " than the " + std::to_string(size) +
+                      " bytes its listing gave; it changed since, list or open it again",
+                  "GetObject", bucket, key, 0, "SizeMismatch", st->request_id, 0);
+  }
+  if (st->crt_error != AWS_ERROR_SUCCESS) throw st->error();
+  impl->counters->bytes_downloaded += size;
+}
+
+}  // namespace
+
 void Client::get_whole(const std::string &bucket, const std::string &key, uint8_t *dst, uint64_t size,
                        std::shared_ptr<EtagPin> pin) {
+  if (!impl_->config.download_checksum) {
+    // Nothing to check: a whole object is just a range, and the in-place path is faster.
+    get_into(bucket, key, 0, size, dst, 0, std::move(pin))->wait();
+    return;
+  }
   // The CRT does not retry a checksum mismatch (it fails the meta request): we do, as it retries a
-  // reset, while attempts are left. Nothing reaches dst before the body was checked.
+  // reset, while attempts are left.
   const uint32_t attempts = std::max<uint32_t>(1, impl_->config.max_attempts);
   for (uint32_t attempt = 1;; ++attempt) {
-    auto st = new_request<WholeGet>(impl_, "GetObject", bucket, key);
-    st->dst = dst;
-    st->size = size;
-    st->pin = pin;
-    impl_->counters->direct_gets++;
-    aws_http_message *m = get_message(*impl_, *st, std::nullopt, std::nullopt);
-    aws_s3_meta_request_options o{};
-    // DEFAULT: one request as written. The auto-ranged type would add a Range (or a partNumber),
-    // and stores send the object's checksum only with a plain GET.
-    o.type = AWS_S3_META_REQUEST_TYPE_DEFAULT;
-    o.operation_name = aws_byte_cursor_from_c_str("GetObject");
-    o.body_callback_ex = on_body_callback;
-    aws_s3_checksum_config ck{};
-    if (impl_->config.download_checksum) {
-      ck.validate_response_checksum = true;
-      o.checksum_config = &ck;
-    }
-    st->launch(o, m, st);
-    if (st->meta) aws_s3_meta_request_increment_read_window(st->meta, size);
-    st->wait_finished();
-    aws_s3_meta_request_release(st->meta);
-    if (st->crt_error == AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH && attempt < attempts) {
+    try {
+      if (size <= impl_->config.part_size) {
+        plain_whole_get(impl_, bucket, key, dst, size, pin);
+      } else {
+        // Parts in parallel, straight into dst, checked as a whole against the object's checksum
+        // (which the CRT learns with a HeadObject).
+        get_into(bucket, key, 0, size, dst, 0, pin, true)->wait();
+      }
+      return;
+    } catch (const S3Error &e) {
+      if (e.crt_error != AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH || attempt >= attempts) throw;
       log_lazy(AWS_LL_DEBUG, [&] {
         return "checksum mismatch, retrying (attempt " + std::to_string(attempt) + " of " +
                std::to_string(attempts) + "): GetObject s3://" + bucket + "/" + key;
       });
-      continue;
     }
-    if (st->too_long || (st->crt_error == AWS_ERROR_SUCCESS && st->landed != size)) {
-      throw S3Error("GetObject s3://" + bucket + "/" + key + " failed: the object is " +
-                        (st->too_long ? "larger" : "smaller (" + std::to_string(st->landed) + " bytes)") +
-                        " than the " + std::to_string(size) +
-                        " bytes its listing gave; it changed since, list or open it again",
-                    "GetObject", bucket, key, 0, "SizeMismatch", st->request_id, 0);
-    }
-    if (st->crt_error != AWS_ERROR_SUCCESS) throw st->error();
-    impl_->counters->bytes_downloaded += size;
-    return;
   }
 }
 

@@ -92,7 +92,6 @@ struct RequestBase {
   std::shared_ptr<EtagPin> pin;
   std::string if_match;       // the If-Match value sent, if any
   bool version_changed = false;  // the response's ETag differs from the pinned one
-  bool did_validate = false;     // the body was checked against a checksum the server sent
 
   // Registered with the pool's receivers (direct GETs, scattered streams) until the finish.
   const aws_s3_meta_request *pool_registered = nullptr;

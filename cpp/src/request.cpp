@@ -53,7 +53,6 @@ void s_on_finish(aws_s3_meta_request *, const aws_s3_meta_request_result *result
     r->status = result->response_status;
     r->error_body.swap(body);
     r->request_id.swap(request_id);
-    r->did_validate = result->did_validate;
     r->finished = true;
   }
   if (result->error_code == AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH) {

@@ -159,7 +159,7 @@ class Client:
 
     def get_bytes(self, bucket: str, key: str, start: int, end: int, pin: EtagPin | None = None, whole_object: bool = False) -> object:
         """
-        Bytes [start, end) of the object as a new bytes object, received straight into it. whole_object: [0, end) is the whole object (its size from a listing); one of up to a part is then read with one GET without a Range, checked against the checksum the server stored
+        Bytes [start, end) of the object as a new bytes object, received straight into it. whole_object: [0, end) is the whole object (its size from a listing), read so that it is checked against the checksum the server stored (Client.get_whole)
         """
 
     def put(self, bucket: str, key: str, storage_class: str = '') -> PutObjectStream: ...

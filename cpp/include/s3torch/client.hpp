@@ -144,11 +144,11 @@ class Client {
   std::unique_ptr<DirectGet> get_into(const std::string &bucket, const std::string &key, uint64_t start,
                                       uint64_t end, uint8_t *dst, uint64_t part_size = 0,
                                       std::shared_ptr<EtagPin> pin = nullptr, bool whole_object = false);
-  // The whole object, `size` bytes (a listing's), into dst[0, size) with one GET that has no Range,
-  // so that a server can send the checksum it stored for the object; with download_checksum the
-  // body is checked against it before a byte reaches dst, and a mismatch is retried (max_attempts).
-  // Blocks. Throws S3Error if it fails or if the object's size is not `size`. Meant for objects of
-  // up to a part: the CRT holds the body once before handing it over.
+  // The whole object, `size` bytes (a listing's), into dst[0, size), read so that with
+  // download_checksum it is checked against the checksum the server stored: up to a part with one
+  // GET without a Range (checked before a byte reaches dst; the CRT holds the body once), larger
+  // with get_into(whole_object). A mismatch is retried (max_attempts). Without download_checksum,
+  // get_into of the range. Blocks. Throws S3Error if it fails or the object's size is not `size`.
   void get_whole(const std::string &bucket, const std::string &key, uint8_t *dst, uint64_t size,
                  std::shared_ptr<EtagPin> pin = nullptr);
   std::unique_ptr<PutStream> put(const std::string &bucket, const std::string &key,

@@ -20,7 +20,7 @@ after the last collective, so a failure there is reported through DCP's own resu
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -102,8 +102,6 @@ class DedupeStats:
     bytes_owned: int = 0  # bytes of those this rank fetched for the others
     bytes_from_peers: int = 0  # bytes of those this rank received instead of fetching
     rounds: int = 0
-    failed_rank: Optional[int] = None
-    errors: List[str] = field(default_factory=list)
 
 
 class SharedLoad:
@@ -188,7 +186,7 @@ class SharedLoad:
                     buffers = self._fetch_owned(group, owners, rank)
                 except Exception as e:  # held until every rank knows (below)
                     err = e
-            self._check(err, rank)
+            self._check(err)
             for span in group:
                 owner, ranks = owners[span]
                 if rank not in ranks:
@@ -207,7 +205,7 @@ class SharedLoad:
                             self._apply(by_span[span], memoryview(buffers[span].numpy()))
                 except Exception as e:
                     err = e
-        self._check(err, rank)
+        self._check(err)
         private = [item for span, items in by_span.items() if span not in owners for item in items]
         log.debug(
             "rank %d: %d shared items (%d B fetched for peers, %d B from peers) in %d rounds, %d private",
@@ -244,7 +242,7 @@ class SharedLoad:
         for lo in range(0, max(1, buf.numel()), PIECE_BYTES):
             dist.broadcast(buf[lo : lo + PIECE_BYTES], src=owner, group=group)
 
-    def _check(self, err: Optional[BaseException], rank: int) -> None:
+    def _check(self, err: Optional[BaseException]) -> None:
         """Raises on every rank if any rank failed (a collective every rank joins)."""
         flag = torch.tensor([1 if err is not None else 0], dtype=torch.int32)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._world_group)
@@ -254,10 +252,7 @@ class SharedLoad:
         dist.all_gather_object(
             errors, None if err is None else f"{type(err).__name__}: {err}", group=self._world_group
         )
-        failed = [(r, e) for r, e in enumerate(errors) if e is not None]
-        self.stats.failed_rank = failed[0][0]
-        self.stats.errors = [f"rank {r}: {e}" for r, e in failed]
         if err is not None:
             raise err
-        r, e = failed[0]
+        r, e = next((r, e) for r, e in enumerate(errors) if e is not None)
         raise S3Exception(f"DCP load failed on rank {r} while reading items shared with this rank: {e}")

@@ -449,7 +449,7 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
                     client=client,
                     storage_data=self.storage_data,
                     resolve_uri=lambda rel: parse_s3_uri(self.fs.concat_path(self.path, rel)),
-                    apply=lambda reqs, data: loader.load_from_bytes(reqs, data),
+                    apply=loader.load_from_bytes,
                 )
                 plan = shared.run(plan)  # what is left: the items only this rank needs
             stats = loader.run(plan)
