@@ -13,6 +13,7 @@
 
 #include "s3torch/buffer_pool.hpp"
 #include "s3torch/client.hpp"
+#include "s3torch/coalesce.hpp"
 #include "s3torch/crt_log.hpp"
 #include "s3torch/direct_get.hpp"
 #include "s3torch/error.hpp"
@@ -236,6 +237,28 @@ NB_MODULE(_core, m) {
         if (e.empty()) return std::nullopt;
         return e;
       });
+
+  m.def(
+      "coalesce",
+      [](const std::vector<uint64_t> &starts, const std::vector<uint64_t> &ends, double max_gap) {
+        if (starts.size() != ends.size()) throw UsageError("coalesce: starts and ends differ in length");
+        std::vector<ByteSpan> spans(starts.size());
+        for (size_t i = 0; i < spans.size(); ++i) spans[i] = ByteSpan{starts[i], ends[i]};
+        CoalesceIssue issue;
+        std::vector<SpanGroup> groups;
+        {
+          nb::gil_scoped_release release;
+          groups = coalesce(spans, max_gap, issue);
+        }
+        std::vector<std::tuple<uint64_t, uint64_t, size_t, size_t>> out;
+        out.reserve(groups.size());
+        for (const SpanGroup &g : groups) out.emplace_back(g.start, g.end, g.first, g.last);
+        return std::make_tuple(std::move(out), static_cast<int>(issue.kind), issue.index, issue.previous);
+      },
+      nb::arg("starts"), nb::arg("ends"), nb::arg("max_gap"),
+      "Groups sorted spans [starts[i], ends[i]) whose gaps are at most max_gap: ([(start, end, first, "
+      "last)], issue, index, previous); issue 0 = none, 1 = end before start, 2 = unsorted, 3 = overlapping "
+      "(at span `index`, after span `previous`; no groups then)");
 
   m.def("_set_direct_placement_fault", &set_direct_placement_fault, nb::arg("on"),
         "Tests only: make direct GETs' parts land at wrong offsets (they must fall back)");

@@ -3,6 +3,7 @@
 #include <aws/s3/s3_buffer_pool.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 
@@ -61,6 +62,8 @@ int GetStream::State::on_body(const aws_byte_cursor *body, uint64_t range_start,
   }
   c.size = body->len;
   c.offset = range_start;
+  c.queued_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::steady_clock::now().time_since_epoch()).count();
   owner->counters->bytes_downloaded += body->len;
   {
     std::lock_guard<std::mutex> lock(mu);

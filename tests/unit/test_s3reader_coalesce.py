@@ -137,3 +137,41 @@ def test_any_disorder_or_overlap_is_rejected(ranges: List[ItemRange], data: st.D
     overlapping = nonempty[: i + 1] + [R(a.end - 1, a.end + 1)]
     with pytest.raises(ValueError, match="Overlapping"):
         coalesce_ranges(overlapping, 0)
+
+
+# The C++ library's coalesce (cpp/include/s3torch/coalesce.hpp, what bench/cpp measures) groups
+# exactly as coalesce_ranges does, and refuses the same inputs at the same range.
+@given(
+    st.lists(st.tuples(st.integers(0, 50), st.integers(0, 30)), max_size=40),
+    st.sampled_from([0, 1, 7, 40, math.inf]),
+    st.booleans(),
+)
+def test_native_coalesce_agrees_with_python(steps: List[tuple], gap: float, shuffle: bool) -> None:
+    from s3torch import _core
+
+    ranges, pos = [], 0
+    for skip, length in steps:
+        pos += skip
+        ranges.append(R(pos, pos + length))
+        pos += length
+    if shuffle and len(ranges) > 2:
+        ranges[0], ranges[-1] = ranges[-1], ranges[0]
+    starts, ends = [r.start for r in ranges], [r.end for r in ranges]
+    spans, issue, at, previous = _core.coalesce(starts, ends, float(gap))
+    try:
+        expected = coalesce_ranges(ranges, gap)
+    except ValueError as e:
+        assert issue != 0 and spans == []
+        bad = ranges[at]
+        assert f"{bad.start}-{bad.end}" in str(e)
+        return
+    assert issue == 0
+    got = [RangeGroup(s, e, tuple(r for r in ranges[a:b] if r.start != r.end)) for s, e, a, b in spans]
+    assert got == expected
+
+
+def test_native_coalesce_refuses_mismatched_lengths() -> None:
+    from s3torch import _core
+
+    with pytest.raises(ValueError, match="differ in length"):
+        _core.coalesce([0, 1], [1], 0.0)

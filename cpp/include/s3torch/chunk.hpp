@@ -30,9 +30,11 @@ struct Chunk {
   const uint8_t *data = nullptr;
   size_t size = 0;
   uint64_t offset = 0;  // object offset of data[0]
+  // steady_clock time (ns) the part was queued for the consumer: what hand-off latency is measured from.
+  int64_t queued_ns = 0;
 
   // The same buffer without its first `n` bytes.
-  Chunk tail(size_t n) const { return Chunk{hold, data + n, size - n, offset + n}; }
+  Chunk tail(size_t n) const { return Chunk{hold, data + n, size - n, offset + n, queued_ns}; }
 };
 
 }  // namespace s3torch
