@@ -18,6 +18,7 @@
 #include "s3torch/direct_get.hpp"
 #include "s3torch/error.hpp"
 #include "s3torch/get_stream.hpp"
+#include "s3torch/host_register.hpp"
 #include "s3torch/put_stream.hpp"
 
 namespace nb = nanobind;
@@ -165,6 +166,19 @@ NB_MODULE(_core, m) {
              return PyChunk{std::move(*c)};
            })
       .def(
+          "next_chunk",
+          [](GetStream &s, size_t max_size) -> std::optional<PyChunk> {
+            std::optional<Chunk> c;
+            {
+              nb::gil_scoped_release release;
+              c = s.next(max_size);
+            }
+            if (!c) return std::nullopt;
+            return PyChunk{std::move(*c)};
+          },
+          nb::arg("max_size"),
+          "The next chunk, at most max_size bytes of it (the rest stays queued); None at the end")
+      .def(
           "read_into",
           [](GetStream &s, nb::handle buffer) {
             Buffer b(buffer, true);
@@ -259,6 +273,12 @@ NB_MODULE(_core, m) {
       "Groups sorted spans [starts[i], ends[i]) whose gaps are at most max_gap: ([(start, end, first, "
       "last)], issue, index, previous); issue 0 = none, 1 = end before start, 2 = unsorted, 3 = overlapping "
       "(at span `index`, after span `previous`; no groups then)");
+
+  nb::class_<RecordingRegistrar>(m, "_RecordingRegistrar", "Tests only: a fake GPU runtime that records registrations")
+      .def_prop_ro("live_bytes", &RecordingRegistrar::live_bytes)
+      .def_prop_ro("registrations", &RecordingRegistrar::registrations)
+      .def_prop_ro("unregistrations", &RecordingRegistrar::unregistrations)
+      .def_prop_ro("bad_unregistrations", &RecordingRegistrar::bad_unregistrations);
 
   m.def("_set_direct_placement_fault", &set_direct_placement_fault, nb::arg("on"),
         "Tests only: make direct GETs' parts land at wrong offsets (they must fall back)");
@@ -428,5 +448,22 @@ NB_MODULE(_core, m) {
       .def("delete", &Client::remove, nb::call_guard<nb::gil_scoped_release>())
       .def("copy", &Client::copy, nb::call_guard<nb::gil_scoped_release>())
       .def("pool_stats", [](const Client &c) { return as_dict(c.pool_stats()); })
+      .def(
+          "register_host_memory",
+          [](Client &c, const std::string &cuda_runtime, int device) {
+            c.register_host_memory(cuda_host_registrar(cuda_runtime, device));
+          },
+          nb::arg("cuda_runtime"), nb::arg("device"), nb::call_guard<nb::gil_scoped_release>(),
+          "Registers the pool's slabs, now and later, with the CUDA runtime library `cuda_runtime` "
+          "(cudaHostRegister, for `device`), so that copies from part buffers to the GPU are DMA")
+      .def(
+          "_register_host_memory_fake",
+          [](Client &c) {
+            // Made and owned in C++: the pool may drop it on a CRT thread, where no Python object may go.
+            auto r = std::make_shared<RecordingRegistrar>();
+            c.register_host_memory(r);
+            return r;
+          },
+          "Tests only: as register_host_memory, with a fake GPU runtime that records (_RecordingRegistrar)")
       .def("counters", [](const Client &c) { return as_dict(c.counters()); });
 }

@@ -42,6 +42,7 @@ struct Mapping {
   uint8_t *base = nullptr;
   size_t bytes = 0;
   bool locked = false;
+  bool registered = false;  // with the pool's HostRegistrar (slabs only)
 };
 
 Mapping map_bytes(size_t bytes) {
@@ -145,10 +146,8 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
 
   ~Pool() override {
-    bool forked = self_pid_ != getpid();
-    for (auto &s : slabs_) {
-      if (!forked) unmap(s->map);
-    }
+    if (self_pid_ != getpid()) return;  // a parent's pool in a forked child: its memory is not ours to touch
+    for (auto &s : slabs_) unmap_slab(s->map);
   }
 
   // Called once, right after construction: the C struct's ref count owns a reference to us.
@@ -215,6 +214,13 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     receivers_.erase(meta);
   }
 
+  void set_registrar(std::shared_ptr<HostRegistrar> registrar) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (registrar_ || !registrar) return;
+    registrar_ = std::move(registrar);
+    for (auto &slab : slabs_) register_slab_locked(slab->map);
+  }
+
   // The ticket's buffer was mapped when it was granted: claiming only counts it as in use.
   uint8_t *claim(Ticket *t) noexcept {
     if (t->direct) return t->data;
@@ -278,7 +284,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       if ((*it)->free.size() == (*it)->buffers) {
         slab_buffer_total_ -= (*it)->buffers;
         note_mapped_locked((*it)->map, false);
-        unmap((*it)->map);
+        unmap_slab((*it)->map);
         it = slabs_.erase(it);
       } else {
         ++it;
@@ -410,9 +416,17 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
           slab->free.reserve(count);
           slabs_.reserve(slabs_.size() + 1);
           mapping_bytes_ += count * part_bytes_;
+          std::shared_ptr<HostRegistrar> registrar = registrar_;
           lock.unlock();
           Mapping m = map_bytes(count * part_bytes_);
+          // Registration pins (faults in) every page of the slab: done outside the lock, once per slab.
+          if (m.base && registrar) m.registered = registrar->register_memory(m.base, m.bytes);
           lock.lock();
+          if (m.base && registrar) {
+            note_registration_locked(m);
+          } else if (m.base && registrar_) {  // set while this slab was being mapped
+            register_slab_locked(m);
+          }
           mapping_bytes_ -= count * part_bytes_;
           slab_cv_.notify_all();
           if (!m.base) return false;
@@ -463,6 +477,30 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     slabs_.push_back(std::move(slab));
   }
 
+  void register_slab_locked(Mapping &m) {
+    m.registered = registrar_->register_memory(m.base, m.bytes);
+    note_registration_locked(m);
+  }
+
+  void note_registration_locked(const Mapping &m) {
+    if (m.registered) {
+      stats_.registered_bytes += m.bytes;
+    } else {
+      stats_.registration_failures++;
+    }
+  }
+
+  // Unregistered before it is unmapped: the GPU runtime must not keep a registration of memory that a
+  // later mapping may reuse.
+  void unmap_slab(Mapping &m) {
+    if (m.registered) {
+      registrar_->unregister_memory(m.base);
+      stats_.registered_bytes -= m.bytes;
+      m.registered = false;
+    }
+    unmap(m);
+  }
+
   void note_mapped_locked(const Mapping &m, bool added) {
     if (added) {
       stats_.mapped_bytes += m.bytes;
@@ -489,6 +527,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   std::unordered_map<const aws_s3_meta_request *, PoolReceiver> receivers_;
   aws_s3_buffer_pool c_pool_{};
   std::shared_ptr<Pool> c_self_;
+  std::shared_ptr<HostRegistrar> registrar_;  // set once (set_registrar), never cleared
   const pid_t self_pid_ = getpid();
 };
 

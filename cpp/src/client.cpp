@@ -234,6 +234,10 @@ const ClientConfig &Client::config() const { return impl_->config; }
 
 PoolStats Client::pool_stats() const { return impl_->pool ? impl_->pool->stats() : PoolStats{}; }
 
+void Client::register_host_memory(std::shared_ptr<HostRegistrar> registrar) {
+  if (impl_->pool) impl_->pool->set_registrar(std::move(registrar));
+}
+
 uint64_t Client::read_window() const { return impl_->read_window; }
 
 std::string Client::request_url(const std::string &bucket, const std::string &key) const {

@@ -147,17 +147,23 @@ void GetStream::close() {
   // `dropped` releases its tickets here, outside the lock (releasing can grant waiting reservations).
 }
 
-std::optional<Chunk> GetStream::next() {
+std::optional<Chunk> GetStream::next(size_t max) {
   check_same_process(*st_);
+  if (max == 0) throw UsageError("next: a chunk of at most 0 bytes was asked for");
   std::unique_lock<std::mutex> lock(st_->mu);
   st_->cv.wait(lock, [&] { return !st_->queue.empty() || st_->finished || st_->closed; });
   if (st_->closed) throw UsageError("read from a closed stream (s3://" + st_->bucket + "/" + st_->key + ")");
   if (!st_->queue.empty()) {
     Chunk c = std::move(st_->queue.front());
     st_->queue.pop_front();
+    bool whole = c.size <= max;
+    if (!whole) {  // hand out the front, keep the rest queued (both hold the part buffer)
+      st_->queue.push_front(c.tail(max));
+      c.size = max;
+    }
     st_->position = c.offset + c.size;
     lock.unlock();
-    st_->consumed(c.size, true);
+    st_->consumed(c.size, whole);
     return c;
   }
   st_->settle_error(lock);

@@ -46,6 +46,11 @@ class GetObjectStream:
 
     def __next__(self) -> Chunk: ...
 
+    def next_chunk(self, max_size: int) -> Chunk | None:
+        """
+        The next chunk, at most max_size bytes of it (the rest stays queued); None at the end
+        """
+
     def read_into(self, buffer: object) -> int: ...
 
     def read(self, size: int = -1) -> bytes:
@@ -186,5 +191,10 @@ class Client:
     def copy(self, arg0: str, arg1: str, arg2: str, arg3: str, /) -> None: ...
 
     def pool_stats(self) -> dict: ...
+
+    def register_host_memory(self, cuda_runtime: str, device: int) -> None:
+        """
+        Registers the pool's slabs, now and later, with the CUDA runtime library `cuda_runtime` (cudaHostRegister, for `device`), so that copies from part buffers to the GPU are DMA
+        """
 
     def counters(self) -> dict: ...

@@ -15,6 +15,7 @@
 #include <shared_mutex>
 #include <vector>
 
+#include "s3torch/host_register.hpp"
 #include "s3torch/scatter_map.hpp"
 
 struct aws_s3_buffer_pool;
@@ -41,6 +42,8 @@ struct PoolStats {
   uint64_t slab_bytes = 0;
   uint64_t direct_tickets = 0;   // tickets whose buffer was a caller's memory (DirectGet)
   uint64_t scatter_tickets = 0;  // part buffers of GET streams with a ScatterMap
+  uint64_t registered_bytes = 0;       // of mapped_bytes, slabs registered with the GPU runtime (pinned)
+  uint64_t registration_failures = 0;  // slabs the GPU runtime refused to register (left pageable)
 
   // Calls f(name, value) for every field: the one list the bindings build their dict from.
   template <class F>
@@ -61,6 +64,8 @@ struct PoolStats {
     f("slab_bytes", slab_bytes);
     f("direct_tickets", direct_tickets);
     f("scatter_tickets", scatter_tickets);
+    f("registered_bytes", registered_bytes);
+    f("registration_failures", registration_failures);
   }
 };
 
@@ -119,6 +124,10 @@ class BufferPool {
   virtual std::unique_lock<std::recursive_mutex> lock_receivers() = 0;
   virtual void add_receiver(const aws_s3_meta_request *meta, PoolReceiver receiver) = 0;  // lock held
   virtual void remove_receiver(const aws_s3_meta_request *meta) = 0;
+  // Registers every slab, those mapped now and later, with `registrar` (a GPU runtime), and
+  // unregisters each before it is unmapped. The first registrar set stays; later calls do nothing.
+  // Buffers larger than a part (a mapping each, short-lived) are not registered.
+  virtual void set_registrar(std::shared_ptr<HostRegistrar> registrar) = 0;
 };
 
 }  // namespace s3torch

@@ -161,6 +161,8 @@ class Client {
             const std::string &dst_key);
 
   PoolStats pool_stats() const;
+  // Registers the pool's slabs (now and later) with a GPU runtime: see BufferPool::set_registrar.
+  void register_host_memory(std::shared_ptr<HostRegistrar> registrar);
   uint64_t read_window() const;  // bytes a GET stream may run ahead of its consumer
   // Where a request for bucket/key goes: scheme://host[:port]/path (path style or virtual-hosted).
   std::string request_url(const std::string &bucket, const std::string &key) const;

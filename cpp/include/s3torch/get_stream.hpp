@@ -2,6 +2,7 @@
 // A GET of a whole object or a byte range. Parts arrive (in object order) into pool buffers; the
 // stream queues them as Chunks without copying. Consumers pull chunks, or copy across chunks into a
 // buffer of their own with read_into. Destroying the stream cancels the request.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -19,8 +20,9 @@ class GetStream {
   GetStream(const GetStream &) = delete;
   GetStream &operator=(const GetStream &) = delete;
 
-  // Next chunk in object order; nullopt at the end. Blocks. Throws S3Error if the request failed.
-  std::optional<Chunk> next();
+  // Next chunk in object order, at most `max` bytes of it (the rest stays queued); nullopt at the end.
+  // Blocks. Throws S3Error if the request failed.
+  std::optional<Chunk> next(size_t max = SIZE_MAX);
   // Copies the next bytes of the stream into dst (across chunks); returns how many were written,
   // fewer than n only at the end of the stream. Blocks. Throws S3Error.
   size_t read_into(uint8_t *dst, size_t n);

@@ -36,6 +36,7 @@ import torch
 from torch.distributed._shard._utils import narrow_tensor_by_index
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 
+from ..gpu import AsyncCopies, CopierFactory, cuda_copier
 from ..s3reader.dcp_optimized import is_default_gap
 from ._archive import ArchiveHead, NeedMoreBytes, UnsupportedArchive, check_tail, parse_head
 from ._cursor import _Cursor, _segments, truncated
@@ -159,6 +160,7 @@ class ConcurrentPlanLoader:
         align_bytes: int = 0,
         direct_min: int = DEFAULT_DIRECT_MIN,
         progress: Optional[Callable[[int], None]] = None,
+        device_copier: Optional[CopierFactory] = None,
     ) -> None:
         self._client = client
         self._storage_data = storage_data
@@ -175,6 +177,13 @@ class ConcurrentPlanLoader:
         self._direct_min = direct_min if getattr(client, "scatter_supported", False) else 0
         self._data_offset = DEFAULT_DATA_OFFSET
         self._progress = progress
+        # GPU destinations: asynchronous copies from the part buffers, one queue per device; their
+        # tensors are committed to the planner after the one synchronization at the end of the load.
+        self._copier_factory: CopierFactory = device_copier or cuda_copier
+        self._device_copies: Dict[torch.device, Optional[AsyncCopies]] = {}
+        limit = int(getattr(client, "memory_limit_bytes", 0) or 0)
+        self._max_held = limit // 4 if limit else 256 * MiB
+        self._deferred: List[Tuple[ReadItem, torch.Tensor]] = []
         # torch's planners are not thread-safe: every planner call goes through this lock.
         self._planner_lock = threading.Lock()
         self._cancel = threading.Event()
@@ -247,10 +256,31 @@ class ConcurrentPlanLoader:
         for rng in empty:  # no bytes to fetch: torch's semantics on an empty slice
             self._load_generic(rng.reqs, bytearray(), None)
         workers = min(self._max_streams, len(tasks))
-        if workers:
-            self._run_pool(tasks, workers)
+        try:
+            if workers:
+                self._run_pool(tasks, workers)
+        finally:
+            # Failed or not, no copy may still be writing into a tensor when the load returns.
+            for copies in self._device_copies.values():
+                if copies is not None:
+                    copies.finish()
+                    copies.close()
+                    self.stats.device_bytes += copies.bytes
+        with self._planner_lock:
+            for req, target in self._deferred:
+                self._planner.commit_tensor(req, target)
         self.stats.seconds = time.perf_counter() - t0
         return self.stats
+
+    def _copies_for(self, target: torch.Tensor) -> Optional[AsyncCopies]:
+        """The asynchronous copies to ``target``'s device, when a copier handles it."""
+        with self._stats_lock:
+            if target.device not in self._device_copies:
+                copier = self._copier_factory(target.device, self._client)
+                copies = AsyncCopies(copier, self._max_held) if copier is not None else None
+                self._device_copies[target.device] = copies
+            copies = self._device_copies[target.device]
+        return copies if copies is not None and copies.copier.handles(target) else None
 
     def _run_pool(self, tasks: List[_Task], workers: int) -> None:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s3torch-dcp-load") as pool:
@@ -284,7 +314,7 @@ class ConcurrentPlanLoader:
                 continue
             with self._planner_lock:
                 target = self._planner.resolve_tensor(req).detach()
-            if target.device.type != "cpu" or not target.is_contiguous():
+            if target.device.type != "cpu" or not target.is_contiguous() or self._copies_for(target):
                 continue
             dest = _byte_view(target)
             base = rng.start + self._data_offset
@@ -451,10 +481,18 @@ class ConcurrentPlanLoader:
         src = _source(req, meta, target)
 
         dest = None
-        if target.device.type == "cpu" and target.dtype == meta.dtype and src.is_contiguous():
-            dest = _byte_view(target) if target.is_contiguous() else None
+        raw = target.dtype == meta.dtype and src.is_contiguous() and target.is_contiguous()
+        copies = self._copies_for(target) if raw else None
+        if raw and copies is None and target.device.type == "cpu":
+            dest = _byte_view(target)
         itemsize = meta.element_size()
-        if dest is not None:
+        if copies is not None:
+            # To a device: each part buffer's bytes are copied asynchronously straight from it.
+            cursor.skip_to(rng.start + head.data_offset + src.storage_offset() * itemsize)
+            flat = target.reshape(-1).view(torch.uint8)
+            submit = copies.submit
+            cursor.each_chunk(flat.numel(), lambda at, chunk: submit(flat[at : at + len(chunk)], chunk))
+        elif dest is not None:
             # One copy: part buffers -> destination tensor.
             cursor.skip_to(rng.start + head.data_offset + src.storage_offset() * itemsize)
             cursor.read_into(dest)
@@ -469,7 +507,7 @@ class ConcurrentPlanLoader:
             target.copy_(narrow_tensor_by_index(full, req.storage_offsets, req.lengths))
 
         cursor.skip_to(rng.start + head.data_end)
-        self._commit(task, rng, req, head, cursor.read_bytes(rng.end - cursor.pos), target)
+        self._commit(task, rng, req, head, cursor.read_bytes(rng.end - cursor.pos), target, copies)
         return True
 
     def _commit(
@@ -480,8 +518,12 @@ class ConcurrentPlanLoader:
         head: ArchiveHead,
         tail: bytearray,
         target: torch.Tensor,
+        copies: Optional[AsyncCopies] = None,
     ) -> None:
-        """Commits a tensor copied in place once the archive's end confirms the layout it trusted."""
+        """Commits a tensor copied in place once the archive's end confirms the layout it trusted.
+
+        With ``copies`` (a device destination) the commit waits for the load's end, when every copy
+        has completed."""
         try:
             check_tail(head, memoryview(tail))
         except UnsupportedArchive as e:
@@ -493,10 +535,15 @@ class ConcurrentPlanLoader:
                 rng.start,
                 e,
             )
+            if copies is not None:
+                copies.finish()  # the queued copies into `target` must not land after torch's
             self._refetch_generic(task, rng, target)
             return
         with self._planner_lock:
-            self._planner.commit_tensor(req, target)
+            if copies is not None:
+                self._deferred.append((req, target))
+            else:
+                self._planner.commit_tensor(req, target)
 
     def _refetch_generic(self, task: _Task, rng: _Range, target: torch.Tensor) -> None:
         # Straight into memory of our own, not through the pool: the task's streams are still open

@@ -3,7 +3,7 @@ cursor), and how a range is cut into GETs that line up with the stored object's 
 
 from __future__ import annotations
 
-from typing import Any, List, Sequence, Tuple, cast
+from typing import Any, Callable, List, Sequence, Tuple, cast
 
 from .._exceptions import S3Exception
 
@@ -87,6 +87,20 @@ class _Cursor:
             done += got
             if got < want:
                 raise self._ended(total - done)
+
+    def each_chunk(self, n: int, take: Callable[[int, Any], None]) -> None:
+        """Hands the next ``n`` bytes to ``take(offset into the n, chunk)`` as zero-copy chunks of
+        the part buffers (a chunk keeps its buffer out of the pool while it is referenced)."""
+        done = 0
+        while done < n:
+            stream, left = self._stream()
+            want = min(n - done, left) if left > 0 else n - done
+            chunk = stream.next_chunk(want)
+            if chunk is None:
+                raise self._ended(n - done)
+            take(done, chunk)
+            self.pos += len(chunk)
+            done += len(chunk)
 
     def read_bytes(self, n: int) -> bytearray:
         out = bytearray(n)

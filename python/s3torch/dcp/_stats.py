@@ -29,6 +29,7 @@ class LoadStats:
     direct_bytes: int = 0  # bytes received straight into destination memory (no part buffer)
     relocated_items: int = 0  # items whose scattered middle had to be moved once (offset guessed wrong)
     bytes_from_peers: int = 0  # item bytes other ranks fetched and broadcast to this one (dedupe)
+    device_bytes: int = 0  # bytes copied to GPU tensors asynchronously, straight from part buffers
     seconds: float = 0.0
 
     @property
@@ -49,7 +50,7 @@ class LoadStats:
             f"{self.http_requests} HTTP requests, {self.direct_bytes} B straight into tensors), "
             f"retries {self.retries}, "
             f"{self.fallback_items} via torch.load, {self.relocated_items} relocated, "
-            f"{self.bytes_from_peers} B from other ranks, "
+            f"{self.bytes_from_peers} B from other ranks, {self.device_bytes} B to devices, "
             f"{self.seconds:.3f} s, {self.gbps:.2f} GB/s"
         )
 

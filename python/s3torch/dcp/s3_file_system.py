@@ -40,6 +40,7 @@ from .._config import S3ClientConfig
 from .._dataset_common import parse_s3_uri
 from .._exceptions import S3Exception, S3NotFoundError
 from .._user_agent import UserAgent
+from ..gpu import CopierFactory
 from ..s3reader import (
     DCPOptimizedConstructor,
     DCPS3ReaderConstructorProtocol,
@@ -408,6 +409,8 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         self.last_load_stats: Optional[LoadStats] = None
         self.progress_callback = progress_callback
         self.dedupe = dedupe
+        # Who copies to device destinations: None is CUDA (s3torch.gpu.cuda_copier); tests set a fake device.
+        self._device_copier: Optional[CopierFactory] = None
 
     def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
         """Sorts the plan by storage offset; hands its byte ranges to a DCP reader constructor."""
@@ -442,6 +445,7 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
                 align_bytes=part_size_of(client),
                 direct_min=self.direct_min_bytes,
                 progress=self.progress_callback,
+                device_copier=self._device_copier,
             )
             shared: Optional[_dedupe.SharedLoad] = None
             if _dedupe.enabled(self.dedupe, plan):
