@@ -214,11 +214,27 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     receivers_.erase(meta);
   }
 
+  // Registering pins (faults in) every page: the slabs mapped so far are registered outside the lock,
+  // so that CRT threads taking and returning buffers meanwhile do not stall; trims wait until done.
   void set_registrar(std::shared_ptr<HostRegistrar> registrar) override {
+    std::vector<Slab *> existing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (registrar_ || !registrar) return;
+      registrar_ = registrar;
+      registering_++;
+      for (auto &slab : slabs_) existing.push_back(slab.get());
+    }
+    std::vector<char> ok(existing.size(), 0);
+    for (size_t i = 0; i < existing.size(); ++i) {
+      ok[i] = registrar->register_memory(existing[i]->map.base, existing[i]->map.bytes);
+    }
     std::lock_guard<std::mutex> lock(mu_);
-    if (registrar_ || !registrar) return;
-    registrar_ = std::move(registrar);
-    for (auto &slab : slabs_) register_slab_locked(slab->map);
+    for (size_t i = 0; i < existing.size(); ++i) {
+      existing[i]->map.registered = ok[i] != 0;
+      note_registration_locked(existing[i]->map);
+    }
+    registering_--;
   }
 
   // The ticket's buffer was mapped when it was granted: claiming only counts it as in use.
@@ -280,6 +296,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
 
   void trim_locked() {
+    if (registering_) return;  // set_registrar is registering slabs outside the lock
     for (auto it = slabs_.begin(); it != slabs_.end();) {
       if ((*it)->free.size() == (*it)->buffers) {
         slab_buffer_total_ -= (*it)->buffers;
@@ -528,6 +545,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   aws_s3_buffer_pool c_pool_{};
   std::shared_ptr<Pool> c_self_;
   std::shared_ptr<HostRegistrar> registrar_;  // set once (set_registrar), never cleared
+  int registering_ = 0;                        // set_registrar registering existing slabs: no trim
   const pid_t self_pid_ = getpid();
 };
 

@@ -14,23 +14,33 @@ namespace {
 using HostRegisterFn = int (*)(void *, size_t, unsigned int);
 using HostUnregisterFn = int (*)(void *);
 using SetDeviceFn = int (*)(int);
+using GetDeviceFn = int (*)(int *);
 using GetLastErrorFn = int (*)();
 constexpr unsigned int kHostRegisterPortable = 1;  // pinned for every CUDA context, not only the current one
 
 class CudaRegistrar : public HostRegistrar {
  public:
-  CudaRegistrar(void *lib, int device) : lib_(lib), device_(device) {
+  CudaRegistrar(void *lib, int device) : device_(device) {
     host_register_ = reinterpret_cast<HostRegisterFn>(dlsym(lib, "cudaHostRegister"));
     host_unregister_ = reinterpret_cast<HostUnregisterFn>(dlsym(lib, "cudaHostUnregister"));
     set_device_ = reinterpret_cast<SetDeviceFn>(dlsym(lib, "cudaSetDevice"));
+    get_device_ = reinterpret_cast<GetDeviceFn>(dlsym(lib, "cudaGetDevice"));
     get_last_error_ = reinterpret_cast<GetLastErrorFn>(dlsym(lib, "cudaGetLastError"));
   }
-  ~CudaRegistrar() override { dlclose(lib_); }
-  bool complete() const { return host_register_ && host_unregister_ && set_device_ && get_last_error_; }
+  // The runtime stays loaded (no dlclose): this may be destroyed on a CRT thread at exit, while
+  // torch still uses the same library.
+  bool complete() const {
+    return host_register_ && host_unregister_ && set_device_ && get_device_ && get_last_error_;
+  }
 
   bool register_memory(void *p, size_t n) noexcept override {
-    int rc = set_device_(device_);
+    // The calling thread may be the user's (torch keeps its current device there): register for
+    // our device, then put theirs back.
+    int previous = -1;
+    int rc = get_device_(&previous);
+    if (rc == 0 && previous != device_) rc = set_device_(device_);
     if (rc == 0) rc = host_register_(p, n, kHostRegisterPortable);
+    if (previous >= 0 && previous != device_) set_device_(previous);
     if (rc != 0) {
       get_last_error_();  // clear it: it must not surface in the user's next CUDA call
       log_lazy(AWS_LL_WARN, [&] {
@@ -47,11 +57,11 @@ class CudaRegistrar : public HostRegistrar {
   }
 
  private:
-  void *lib_;
   int device_;
   HostRegisterFn host_register_ = nullptr;
   HostUnregisterFn host_unregister_ = nullptr;
   SetDeviceFn set_device_ = nullptr;
+  GetDeviceFn get_device_ = nullptr;
   GetLastErrorFn get_last_error_ = nullptr;
 };
 
@@ -65,7 +75,9 @@ std::shared_ptr<HostRegistrar> cuda_host_registrar(const std::string &library, i
   }
   auto registrar = std::make_shared<CudaRegistrar>(lib, device);
   if (!registrar->complete()) {
-    throw UsageError(library + " has no cudaHostRegister/cudaHostUnregister/cudaSetDevice: not a CUDA runtime");
+    dlclose(lib);
+    throw UsageError(library + " has no cudaHostRegister/cudaHostUnregister/cudaSetDevice/cudaGetDevice: "
+                     "not a CUDA runtime");
   }
   return registrar;
 }

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 import warnings
-from typing import Any, Callable, Deque, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol, Tuple
 
 import torch
 
@@ -53,27 +53,32 @@ class DeviceCopier(Protocol):
         """Blocks until every copy queued so far has completed."""
 
 
+# torch.frombuffer warns about read-only buffers; the part buffers are only ever read from here.
+warnings.filterwarnings("ignore", message="The given buffer is not writable", category=UserWarning)
+
+
 class CudaCopier:
     """Copies on a side stream of one CUDA device, each followed by an event."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, after: Optional[Any] = None) -> None:
         self.device = device
         self.stream = torch.cuda.Stream(device)
         # The copies must not overtake work already queued for the destinations (their allocation's
-        # fill, an earlier step's writes) on the device's current stream.
-        self.stream.wait_stream(torch.cuda.current_stream(device))
+        # fill, an earlier step's writes) on the stream of the thread that started the load (`after`;
+        # torch's current stream is per thread).
+        self.stream.wait_stream(after if after is not None else torch.cuda.current_stream(device))
+        self._last: Optional[Any] = None
 
     def handles(self, tensor: torch.Tensor) -> bool:
         return tensor.device.type == "cuda" and tensor.device.index == self.device.index
 
     def copy(self, dest: torch.Tensor, chunk: Any) -> Any:
-        with warnings.catch_warnings():  # the part buffer is read-only; torch only reads it here
-            warnings.simplefilter("ignore", UserWarning)
-            src = torch.frombuffer(chunk, dtype=torch.uint8)
+        src = torch.frombuffer(chunk, dtype=torch.uint8)
         with torch.cuda.stream(self.stream):
             dest.copy_(src, non_blocking=True)
             event = torch.cuda.Event(blocking=True)  # the reaper sleeps in synchronize(), never spins
             event.record(self.stream)
+        self._last = event
         return event
 
     def done(self, event: Any) -> bool:
@@ -83,28 +88,33 @@ class CudaCopier:
         event.synchronize()
 
     def synchronize(self) -> None:
-        self.stream.synchronize()
+        # The last copy's event, not the stream: a pooled side stream may also carry others' work.
+        if self._last is not None:
+            self._last.synchronize()
 
 
 class AsyncCopies:
     """Copies in flight from part buffers to one device.
 
     Each chunk is held (so its part buffer stays out of the pool) until its copy's event has
-    completed. A reaper thread waits for the oldest event and then releases its chunk, so buffers go
-    back to the pool as the device finishes, whether or not anything else is submitted: a consumer
-    blocked waiting for its next part cannot be waiting for a buffer that only its own next submit
-    would release. At most ``max_held_bytes`` are held; a submit beyond that waits for the reaper,
-    so a device slower than the download stalls the download instead of exhausting the pool.
-    Thread-safe: the loader's workers share one instance per device, and its queue order is the
-    device's copy order. ``close()`` stops the reaper (after ``finish()``).
+    completed; so is its destination view (so that no allocator reuses that memory meanwhile). A
+    reaper thread waits for the oldest event and then releases its chunk, so buffers go back to the
+    pool as the device finishes, whether or not anything else is submitted: a consumer blocked
+    waiting for its next part cannot be waiting for a buffer that only its own next submit would
+    release. At most ``max_held_bytes`` are held; a submit beyond that waits for the reaper, so a
+    device slower than the download stalls the download instead of exhausting the pool. A device
+    error is raised by the next ``submit`` or ``finish``. Thread-safe: the loader's workers share
+    one instance per device, and its queue order is the device's copy order. ``close()`` stops the
+    reaper (after ``finish()``).
     """
 
     def __init__(self, copier: DeviceCopier, max_held_bytes: int) -> None:
         self.copier = copier
         self._max_held = max(1, max_held_bytes)
         self._cv = threading.Condition()
-        self._in_flight: Deque[Tuple[Any, Any, int]] = collections.deque()  # (event, chunk, bytes)
+        self._in_flight: Deque[Tuple[Any, Any, Any, int]] = collections.deque()  # event, chunk, dest, n
         self._closed = False
+        self._error: Optional[BaseException] = None
         self.held_bytes = 0
         self.copies = 0
         self.bytes = 0
@@ -113,18 +123,34 @@ class AsyncCopies:
         self._reaper = threading.Thread(target=self._reap, name="s3torch-copy-reaper", daemon=True)
         self._reaper.start()
 
-    def submit(self, dest: torch.Tensor, chunk: Any) -> None:
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RuntimeError("AsyncCopies is closed")
+
+    def submit(self, dest: torch.Tensor, chunk: Any) -> Any:
+        """Queues the copy of ``chunk`` into ``dest``; returns its event."""
         n = len(chunk)
         with self._cv:
+            self._check()
             if self.held_bytes and self.held_bytes + n > self._max_held:
                 self.waits += 1
-                self._cv.wait_for(lambda: not self.held_bytes or self.held_bytes + n <= self._max_held)
+                self._cv.wait_for(
+                    lambda: (
+                        self._error is not None
+                        or not self.held_bytes
+                        or self.held_bytes + n <= self._max_held
+                    )
+                )
+                self._check()
             event = self.copier.copy(dest, chunk)  # under the lock: queue order is copy order
-            self._in_flight.append((event, chunk, n))
+            self._in_flight.append((event, chunk, dest, n))
             self.held_bytes += n
             self.copies += 1
             self.bytes += n
             self._cv.notify_all()
+        return event
 
     def _reap(self) -> None:
         while True:
@@ -133,23 +159,33 @@ class AsyncCopies:
                 if not self._in_flight:
                     return
                 event = self._in_flight[0][0]
-            self.copier.wait(event)  # outside the lock: submits go on meanwhile
+            try:
+                self.copier.wait(event)  # outside the lock: submits go on meanwhile
+            except BaseException as e:  # a device error: nothing more completes; wake every waiter
+                with self._cv:
+                    self._error = e
+                    self._cv.notify_all()
+                return
             with self._cv:
-                _, chunk, n = self._in_flight.popleft()
-                self.held_bytes -= n
-                del chunk  # the last reference: the part buffer returns to the pool
+                released = self._in_flight.popleft()
+                self.held_bytes -= released[3]
                 self._cv.notify_all()
+            # The last reference, dropped outside the lock: returning the part buffer may map and
+            # register a slab.
+            del released
 
     def finish(self) -> None:
-        """Waits for every copy queued so far (one synchronization of the device's queue) and until
-        their chunks are released."""
+        """Waits for every copy queued so far (one synchronization) and until their chunks are
+        released. Raises the device's error if a copy failed."""
         self.copier.synchronize()
         with self._cv:
             self.synchronizations += 1
-            self._cv.wait_for(lambda: not self._in_flight)
+            self._cv.wait_for(lambda: not self._in_flight or self._error is not None)
+            if self._error is not None:
+                raise self._error
 
     def close(self) -> None:
-        """Stops the reaper once nothing is in flight; idempotent."""
+        """Stops the reaper once nothing is in flight (or the device failed); idempotent."""
         with self._cv:
             self._closed = True
             self._cv.notify_all()
@@ -174,7 +210,8 @@ def register_host_memory(client: Any, device: torch.device) -> bool:
     """Registers ``client``'s part-buffer slabs (now and later) with CUDA for ``device``.
 
     The native client keeps the first registration and ignores later calls, so calling this per
-    load costs a lookup. False when turned off (``S3TORCH_REGISTER_HOST_MEMORY=0``) or when no CUDA
+    load costs a lookup; True then means the pool is registered (by this call or an earlier one).
+    False when turned off (``S3TORCH_REGISTER_HOST_MEMORY=0``) or when no CUDA
     runtime library could be loaded; copies then still work, from pageable memory.
     """
     if os.environ.get(_REGISTER_ENV, "1") == "0":
@@ -190,16 +227,25 @@ def register_host_memory(client: Any, device: torch.device) -> bool:
     return False
 
 
+def current_streams() -> Dict[int, Any]:
+    """This thread's current stream of every CUDA device, when CUDA is in use in this process (a load
+    into CUDA tensors has it initialized); empty otherwise, without initializing anything."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return {}
+    return {i: torch.cuda.current_stream(i) for i in range(torch.cuda.device_count())}
+
+
 CopierFactory = Callable[[torch.device, Any], Optional[DeviceCopier]]
 
 
-def cuda_copier(device: torch.device, client: Any) -> Optional[DeviceCopier]:
-    """A CudaCopier for a CUDA ``device`` (registering ``client``'s part buffers), else None."""
+def cuda_copier(device: torch.device, client: Any, after: Optional[Any] = None) -> Optional[DeviceCopier]:
+    """A CudaCopier for a CUDA ``device`` (registering ``client``'s part buffers), else None.
+    ``after``: the stream whose queued work the copies must follow (default: this thread's)."""
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
     if client is not None:
         register_host_memory(client, device)
-    return CudaCopier(device)
+    return CudaCopier(device, after)
 
 
 def copy_stream_to_tensor(

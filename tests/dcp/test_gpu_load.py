@@ -103,3 +103,21 @@ def test_a_failed_device_load_waits_for_its_copies_and_raises(
         assert device.violations == []
     finally:
         device.close()
+
+
+def test_a_device_error_fails_the_load_and_commits_nothing(seaweed_target: Target) -> None:
+    state = {"a": torch.randn(6 * MiB), "b": torch.randn(6 * MiB)}
+    dcp.save(state, storage_writer=seaweed_target.writer())
+    dest = blank_like(state)
+    device = FakeDevice(delay_s=0.002, fail_at=1)
+    try:
+        device_tensors(dest, device)
+        reader = seaweed_target.reader(config=seaweed_target.config(memory_limit_bytes=32 * MiB))
+        reader._device_copier = device.factory
+        planner = CommitOrder(device)
+        with pytest.raises((Exception, CheckpointException), match="fake device: copy 1 failed"):
+            dcp.load(dest, storage_reader=reader, planner=planner)
+        assert planner.commits == []
+        assert device.completed + 1 == device.queued  # every copy but the failed one ran; none hangs
+    finally:
+        device.close()

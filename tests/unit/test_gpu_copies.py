@@ -41,8 +41,14 @@ class ScriptedDevice:
     def done(self, event: dict) -> bool:
         return bool(event["done"].is_set())
 
+    def fail(self, index: int) -> None:
+        self.events[index]["error"] = RuntimeError(f"device error in copy {index}")
+        self.events[index]["done"].set()
+
     def wait(self, event: dict) -> None:
         event["done"].wait()
+        if "error" in event:
+            raise event["error"]
 
     def synchronize(self) -> None:
         for i, event in enumerate(self.events):
@@ -120,6 +126,43 @@ def test_too_much_held_makes_submit_wait_for_the_device() -> None:
     copies.close()
     assert dest.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
     assert copies.held_bytes == 0
+
+
+def test_a_device_error_is_raised_not_waited_for_forever() -> None:
+    device = ScriptedDevice()
+    copies = gpu.AsyncCopies(device, max_held_bytes=8)
+    dest = torch.zeros(16, dtype=torch.uint8)
+    chunks = parts(3)
+    copies.submit(dest[0:4], chunks[0])
+    copies.submit(dest[4:8], chunks[1])
+    errors: List[BaseException] = []
+
+    def third() -> None:  # waits for room, which never comes: the device fails instead
+        try:
+            copies.submit(dest[8:12], chunks[2])
+        except RuntimeError as e:
+            errors.append(e)
+
+    waiter = threading.Thread(target=third)
+    waiter.start()
+    time.sleep(0.1)
+    device.fail(0)
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and "device error in copy 0" in str(errors[0])
+    with pytest.raises(RuntimeError, match="device error in copy 0"):
+        copies.finish()
+    copies.close()
+    with pytest.raises(RuntimeError, match="device error"):
+        copies.submit(dest[12:16], Part(b"late"))
+
+
+def test_submit_after_close_is_refused() -> None:
+    copies = gpu.AsyncCopies(ScriptedDevice(), max_held_bytes=8)
+    copies.finish()
+    copies.close()
+    copies.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        copies.submit(torch.zeros(1, dtype=torch.uint8), Part(b"x"))
 
 
 def test_finish_synchronizes_once_and_releases_everything() -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -36,7 +37,7 @@ import torch
 from torch.distributed._shard._utils import narrow_tensor_by_index
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 
-from ..gpu import AsyncCopies, CopierFactory, cuda_copier
+from ..gpu import AsyncCopies, CopierFactory, DeviceCopier, cuda_copier, current_streams
 from ..s3reader.dcp_optimized import is_default_gap
 from ._archive import ArchiveHead, NeedMoreBytes, UnsupportedArchive, check_tail, parse_head
 from ._cursor import _Cursor, _segments, truncated
@@ -179,7 +180,9 @@ class ConcurrentPlanLoader:
         self._progress = progress
         # GPU destinations: asynchronous copies from the part buffers, one queue per device; their
         # tensors are committed to the planner after the one synchronization at the end of the load.
-        self._copier_factory: CopierFactory = device_copier or cuda_copier
+        self._copier_factory: CopierFactory = device_copier or self._cuda_copier
+        self._caller_streams: Dict[int, Any] = {}  # CUDA device index -> the load's caller's stream
+        self._device_lock = threading.Lock()  # one copier per device, made outside the stats lock
         self._device_copies: Dict[torch.device, Optional[AsyncCopies]] = {}
         limit = int(getattr(client, "memory_limit_bytes", 0) or 0)
         self._max_held = limit // 4 if limit else 256 * MiB
@@ -256,30 +259,48 @@ class ConcurrentPlanLoader:
         for rng in empty:  # no bytes to fetch: torch's semantics on an empty slice
             self._load_generic(rng.reqs, bytearray(), None)
         workers = min(self._max_streams, len(tasks))
+        self._caller_streams = current_streams()
         try:
             if workers:
                 self._run_pool(tasks, workers)
         finally:
-            # Failed or not, no copy may still be writing into a tensor when the load returns.
-            for copies in self._device_copies.values():
-                if copies is not None:
-                    copies.finish()
-                    copies.close()
-                    self.stats.device_bytes += copies.bytes
+            self._finish_copies()
         with self._planner_lock:
             for req, target in self._deferred:
                 self._planner.commit_tensor(req, target)
         self.stats.seconds = time.perf_counter() - t0
         return self.stats
 
+    def _finish_copies(self) -> None:
+        """Failed or not, no copy may still be writing into a tensor when the load returns: every
+        device's copies are waited for, even when another's raised (the first error is raised)."""
+        error: Optional[BaseException] = None
+        for copies in self._device_copies.values():
+            if copies is None:
+                continue
+            try:
+                copies.finish()
+            except BaseException as e:
+                error = error or e
+            finally:
+                copies.close()
+                self.stats.device_bytes += copies.bytes
+        if error is not None and sys.exc_info()[1] is None:  # never hides the load's own error
+            raise error
+
+    def _cuda_copier(self, device: torch.device, client: Any) -> Optional[DeviceCopier]:
+        return cuda_copier(device, client, self._caller_streams.get(device.index or 0))
+
     def _copies_for(self, target: torch.Tensor) -> Optional[AsyncCopies]:
         """The asynchronous copies to ``target``'s device, when a copier handles it."""
-        with self._stats_lock:
-            if target.device not in self._device_copies:
-                copier = self._copier_factory(target.device, self._client)
-                copies = AsyncCopies(copier, self._max_held) if copier is not None else None
-                self._device_copies[target.device] = copies
-            copies = self._device_copies[target.device]
+        device = target.device
+        if device not in self._device_copies:
+            with self._device_lock:  # registration and stream creation can take a while
+                if device not in self._device_copies:
+                    copier = self._copier_factory(device, self._client)
+                    copies = AsyncCopies(copier, self._max_held) if copier is not None else None
+                    self._device_copies[device] = copies
+        copies = self._device_copies[device]
         return copies if copies is not None and copies.copier.handles(target) else None
 
     def _run_pool(self, tasks: List[_Task], workers: int) -> None:
@@ -481,6 +502,7 @@ class ConcurrentPlanLoader:
         src = _source(req, meta, target)
 
         dest = None
+        last_copy: Any = None  # the event of the last copy to a device destination
         raw = target.dtype == meta.dtype and src.is_contiguous() and target.is_contiguous()
         copies = self._copies_for(target) if raw else None
         if raw and copies is None and target.device.type == "cpu":
@@ -490,8 +512,13 @@ class ConcurrentPlanLoader:
             # To a device: each part buffer's bytes are copied asynchronously straight from it.
             cursor.skip_to(rng.start + head.data_offset + src.storage_offset() * itemsize)
             flat = target.reshape(-1).view(torch.uint8)
-            submit = copies.submit
-            cursor.each_chunk(flat.numel(), lambda at, chunk: submit(flat[at : at + len(chunk)], chunk))
+            events: List[Any] = []
+
+            def submit(at: int, chunk: Any) -> None:
+                events[:] = [copies.submit(flat[at : at + len(chunk)], chunk)]
+
+            cursor.each_chunk(flat.numel(), submit)
+            last_copy = events[0] if events else None
         elif dest is not None:
             # One copy: part buffers -> destination tensor.
             cursor.skip_to(rng.start + head.data_offset + src.storage_offset() * itemsize)
@@ -507,7 +534,7 @@ class ConcurrentPlanLoader:
             target.copy_(narrow_tensor_by_index(full, req.storage_offsets, req.lengths))
 
         cursor.skip_to(rng.start + head.data_end)
-        self._commit(task, rng, req, head, cursor.read_bytes(rng.end - cursor.pos), target, copies)
+        self._commit(task, rng, req, head, cursor.read_bytes(rng.end - cursor.pos), target, copies, last_copy)
         return True
 
     def _commit(
@@ -519,6 +546,7 @@ class ConcurrentPlanLoader:
         tail: bytearray,
         target: torch.Tensor,
         copies: Optional[AsyncCopies] = None,
+        last_copy: Any = None,
     ) -> None:
         """Commits a tensor copied in place once the archive's end confirms the layout it trusted.
 
@@ -535,8 +563,8 @@ class ConcurrentPlanLoader:
                 rng.start,
                 e,
             )
-            if copies is not None:
-                copies.finish()  # the queued copies into `target` must not land after torch's
+            if copies is not None and last_copy is not None:  # its copies must not land after torch's
+                copies.copier.wait(last_copy)
             self._refetch_generic(task, rng, target)
             return
         with self._planner_lock:

@@ -23,13 +23,15 @@ class FakeEvent:
     def __init__(self, index: int) -> None:
         self.index = index
         self.completed = threading.Event()
+        self.error: Optional[BaseException] = None
 
 
 class FakeDevice:
     """A DeviceCopier (s3torch.gpu) over claimed CPU tensors, with late, in-order copies."""
 
-    def __init__(self, delay_s: float = 0.002) -> None:
+    def __init__(self, delay_s: float = 0.002, fail_at: Optional[int] = None) -> None:
         self.delay_s = delay_s
+        self.fail_at = fail_at  # this copy (0-based) fails, as a device error would
         self._storages: Set[int] = set()
         self._queue: queue.Queue[Optional[tuple]] = queue.Queue()
         self._lock = threading.Lock()
@@ -70,10 +72,14 @@ class FakeDevice:
 
     def wait(self, event: FakeEvent) -> None:
         event.completed.wait()
+        if event.error is not None:
+            raise event.error
 
     def synchronize(self) -> None:
         self._queue.join()
         self.synchronizations += 1
+        if self.fail_at is not None and self.fail_at < self.queued:
+            raise RuntimeError(f"fake device: copy {self.fail_at} failed")
 
     def close(self) -> None:
         self._queue.put(None)
@@ -87,6 +93,11 @@ class FakeDevice:
                 return
             dest, address, n, crc, event = item
             time.sleep(self.delay_s)
+            if event.index == self.fail_at:
+                event.error = RuntimeError(f"fake device: copy {event.index} failed")
+                event.completed.set()
+                self._queue.task_done()
+                continue
             data = ctypes.string_at(address, n)
             if zlib.crc32(data) != crc:
                 self.violations.append(f"copy {event.index}: its part buffer changed before the copy ran")
