@@ -50,29 +50,13 @@ def rank_main(spec: Dict[str, Any]) -> None:
     shape = plan_shape(spec["size_gb"] * GB)
     dest = zeros_like_state(build_state_dict(shape, seed=0, meta=True))
 
-    from _common import materialize
+    from _common import materialize, storage_reader
 
     dest = materialize(dest)
     if spec["mode"] == "s3torchconnector":
-        from s3torchconnector import S3ClientConfig
-        from s3torchconnector._s3client import S3Client
-        from s3torchconnector.dcp import S3StorageReader as RefReader
-
-        reader = RefReader(spec["region"], spec["uri"], s3client_config=S3ClientConfig(force_path_style=True))
-        reader.fs._client = S3Client(
-            spec["region"], endpoint=spec["endpoint"], s3client_config=S3ClientConfig(force_path_style=True)
-        )
+        reader = storage_reader("s3torchconnector", spec)
     else:
-        from s3torch import S3ClientConfig as OurConfig
-        from s3torch.dcp import S3StorageReader
-
-        reader = S3StorageReader(
-            spec["region"],
-            spec["uri"],
-            s3client_config=OurConfig(force_path_style=True),
-            endpoint=spec["endpoint"],
-            dedupe=spec["mode"] == "s3torch dedupe",
-        )
+        reader = storage_reader("s3torch", spec, dedupe=spec["mode"] == "s3torch dedupe")
     dist.barrier()
     t0 = time.perf_counter()
     dcp.load(dest, storage_reader=reader)

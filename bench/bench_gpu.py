@@ -52,24 +52,10 @@ def worker(spec: Dict[str, Any]) -> Dict[str, Any]:
     expected = demo.build_state_dict(demo.plan_shape(spec["size_bytes"]), seed=0)
     dest = _to(demo.zeros_like_state(expected), device)
     _sync(device)
-    if case == "s3torchconnector":
-        import s3torchconnector.dcp as ref_dcp
-        from s3torchconnector import S3ClientConfig
-        from s3torchconnector._s3client import S3Client
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import storage_reader
 
-        cfg = S3ClientConfig(force_path_style=True)
-        reader = ref_dcp.S3StorageReader(spec["region"], spec["uri"], s3client_config=cfg)
-        reader.fs._client = S3Client(spec["region"], endpoint=spec["endpoint"], s3client_config=cfg)
-    else:
-        from s3torch import S3ClientConfig
-        from s3torch.dcp import S3StorageReader
-
-        reader = S3StorageReader(
-            spec["region"],
-            spec["uri"],
-            s3client_config=S3ClientConfig(force_path_style=True),
-            endpoint=spec["endpoint"],
-        )
+    reader = storage_reader("s3torchconnector" if case == "s3torchconnector" else "s3torch", spec)
     t0 = time.perf_counter()
     dcp.load(dest, storage_reader=reader)
     _sync(device)
