@@ -253,7 +253,7 @@ NB_MODULE(_core, m) {
       });
 
   m.def(
-      "coalesce",
+      "_coalesce",
       [](const std::vector<uint64_t> &starts, const std::vector<uint64_t> &ends, double max_gap) {
         if (starts.size() != ends.size()) throw UsageError("coalesce: starts and ends differ in length");
         std::vector<ByteSpan> spans(starts.size());
@@ -270,6 +270,7 @@ NB_MODULE(_core, m) {
         return std::make_tuple(std::move(out), static_cast<int>(issue.kind), issue.index, issue.previous);
       },
       nb::arg("starts"), nb::arg("ends"), nb::arg("max_gap"),
+      "Tests only (the loaders use s3reader.coalesce_ranges): the C++ library's coalesce. "
       "Groups sorted spans [starts[i], ends[i]) whose gaps are at most max_gap: ([(start, end, first, "
       "last)], issue, index, previous); issue 0 = none, 1 = end before start, 2 = unsorted, 3 = overlapping "
       "(at span `index`, after span `previous`; no groups then)");

@@ -2,7 +2,6 @@
 s3torch native core: AWS CRT S3 client, pinned part-buffer pool, zero-copy streams
 """
 
-from collections.abc import Sequence
 
 
 def set_crt_log_level(level: int) -> None:
@@ -130,11 +129,6 @@ class EtagPin:
 
     @property
     def etag(self) -> str | None: ...
-
-def coalesce(starts: Sequence[int], ends: Sequence[int], max_gap: float) -> tuple[list[tuple[int, int, int, int]], int, int, int]:
-    """
-    Groups sorted spans [starts[i], ends[i]) whose gaps are at most max_gap: ([(start, end, first, last)], issue, index, previous); issue 0 = none, 1 = end before start, 2 = unsorted, 3 = overlapping (at span `index`, after span `previous`; no groups then)
-    """
 
 class PutObjectStream:
     def write(self, data: object) -> int: ...

@@ -43,9 +43,6 @@ class DeviceCopier(Protocol):
         """Queues a copy of ``chunk``'s bytes (a buffer) into ``dest`` (uint8, on the device); returns
         an event that completes with it. Copies complete in the order they were queued."""
 
-    def done(self, event: Any) -> bool:
-        """Whether the copy of ``event`` has completed (never blocks)."""
-
     def wait(self, event: Any) -> None:
         """Blocks until the copy of ``event`` has completed."""
 
@@ -80,9 +77,6 @@ class CudaCopier:
             event.record(self.stream)
         self._last = event
         return event
-
-    def done(self, event: Any) -> bool:
-        return bool(event.query())
 
     def wait(self, event: Any) -> None:
         event.synchronize()

@@ -38,9 +38,6 @@ class ScriptedDevice:
         event["dest"].copy_(torch.frombuffer(bytearray(event["data"]), dtype=torch.uint8))
         event["done"].set()
 
-    def done(self, event: dict) -> bool:
-        return bool(event["done"].is_set())
-
     def fail(self, index: int) -> None:
         self.events[index]["error"] = RuntimeError(f"device error in copy {index}")
         self.events[index]["done"].set()

@@ -157,7 +157,7 @@ def test_native_coalesce_agrees_with_python(steps: List[tuple], gap: float, shuf
     if shuffle and len(ranges) > 2:
         ranges[0], ranges[-1] = ranges[-1], ranges[0]
     starts, ends = [r.start for r in ranges], [r.end for r in ranges]
-    spans, issue, at, previous = _core.coalesce(starts, ends, float(gap))
+    spans, issue, at, previous = _core._coalesce(starts, ends, float(gap))
     try:
         expected = coalesce_ranges(ranges, gap)
     except ValueError as e:
@@ -174,4 +174,4 @@ def test_native_coalesce_refuses_mismatched_lengths() -> None:
     from s3torch import _core
 
     with pytest.raises(ValueError, match="differ in length"):
-        _core.coalesce([0, 1], [1], 0.0)
+        _core._coalesce([0, 1], [1], 0.0)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import io
 import logging
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -263,15 +262,17 @@ class ConcurrentPlanLoader:
         try:
             if workers:
                 self._run_pool(tasks, workers)
-        finally:
-            self._finish_copies()
+        except BaseException:
+            self._finish_copies(raise_error=False)  # the load's own error is the one to raise
+            raise
+        self._finish_copies(raise_error=True)
         with self._planner_lock:
             for req, target in self._deferred:
                 self._planner.commit_tensor(req, target)
         self.stats.seconds = time.perf_counter() - t0
         return self.stats
 
-    def _finish_copies(self) -> None:
+    def _finish_copies(self, raise_error: bool) -> None:
         """Failed or not, no copy may still be writing into a tensor when the load returns: every
         device's copies are waited for, even when another's raised (the first error is raised)."""
         error: Optional[BaseException] = None
@@ -285,7 +286,7 @@ class ConcurrentPlanLoader:
             finally:
                 copies.close()
                 self.stats.device_bytes += copies.bytes
-        if error is not None and sys.exc_info()[1] is None:  # never hides the load's own error
+        if error is not None and raise_error:
             raise error
 
     def _cuda_copier(self, device: torch.device, client: Any) -> Optional[DeviceCopier]:
@@ -512,13 +513,12 @@ class ConcurrentPlanLoader:
             # To a device: each part buffer's bytes are copied asynchronously straight from it.
             cursor.skip_to(rng.start + head.data_offset + src.storage_offset() * itemsize)
             flat = target.reshape(-1).view(torch.uint8)
-            events: List[Any] = []
 
             def submit(at: int, chunk: Any) -> None:
-                events[:] = [copies.submit(flat[at : at + len(chunk)], chunk)]
+                nonlocal last_copy
+                last_copy = copies.submit(flat[at : at + len(chunk)], chunk)
 
             cursor.each_chunk(flat.numel(), submit)
-            last_copy = events[0] if events else None
         elif dest is not None:
             # One copy: part buffers -> destination tensor.
             cursor.skip_to(rng.start + head.data_offset + src.storage_offset() * itemsize)

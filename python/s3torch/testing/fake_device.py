@@ -67,9 +67,6 @@ class FakeDevice:
         self._queue.put((dest, chunk.address, n, zlib.crc32(memoryview(chunk)), event))
         return event
 
-    def done(self, event: FakeEvent) -> bool:
-        return event.completed.is_set()
-
     def wait(self, event: FakeEvent) -> None:
         event.completed.wait()
         if event.error is not None:
