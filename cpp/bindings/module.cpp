@@ -10,6 +10,8 @@
 #include <aws/s3/s3.h>
 
 #include <algorithm>
+#include <cstring>
+#include <optional>
 
 #include "s3torch/buffer_pool.hpp"
 #include "s3torch/client.hpp"
@@ -393,10 +395,17 @@ NB_MODULE(_core, m) {
       .def(
           "get_bytes",
           [](Client &c, const std::string &bucket, const std::string &key, uint64_t start, uint64_t end,
-             const PyEtagPin *py_pin, bool whole_object) -> nb::object {
+             const PyEtagPin *py_pin, bool whole_object, nb::handle prefix) -> nb::object {
             std::shared_ptr<EtagPin> pin = pin_of(py_pin);
             if (end < start) throw nb::value_error("end must not be before start");
             if (whole_object && start != 0) throw nb::value_error("whole_object needs start 0");
+            std::optional<Buffer> head;
+            if (prefix.is_valid() && !prefix.is_none()) {
+              head.emplace(prefix, false);
+              if (whole_object) throw nb::value_error("whole_object takes no prefix");
+              if (head->size() > end - start) throw nb::value_error("prefix longer than [start, end)");
+            }
+            const uint64_t known = head ? head->size() : 0;
             // A new bytes object is filled in place by the part requests (one copy, from the socket's read
             // buffer; no pool memory). Nothing else can see it before it is returned.
             PyObject *raw = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(end - start));
@@ -406,19 +415,21 @@ NB_MODULE(_core, m) {
             auto *dst = reinterpret_cast<uint8_t *>(PyBytes_AS_STRING(raw));
             {
               nb::gil_scoped_release release;
+              if (known) std::memcpy(dst, head->data(), known);
               if (whole_object) {
                 c.get_whole(bucket, key, dst, end, std::move(pin));
-              } else {
-                c.get_into(bucket, key, start, end, dst, 0, std::move(pin))->wait();
+              } else if (start + known < end) {
+                c.get_into(bucket, key, start + known, end, dst + known, 0, std::move(pin))->wait();
               }
             }
             return bytes;
           },
           nb::arg("bucket"), nb::arg("key"), nb::arg("start"), nb::arg("end"), nb::arg("pin").none() = nb::none(),
-          nb::arg("whole_object") = false,
+          nb::arg("whole_object") = false, nb::arg("prefix").none() = nb::none(),
           "Bytes [start, end) of the object as a new bytes object, received straight into it. "
           "whole_object: [0, end) is the whole object (its size from a listing), read so that it is "
-          "checked against the checksum the server stored (Client.get_whole)")
+          "checked against the checksum the server stored (Client.get_whole). prefix: bytes [start, "
+          "start + len(prefix)) already received (copied in; only the rest is requested)")
       .def("put", &Client::put, nb::arg("bucket"), nb::arg("key"), nb::arg("storage_class") = "",
            nb::call_guard<nb::gil_scoped_release>())
       .def("head",

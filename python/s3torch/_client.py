@@ -127,11 +127,14 @@ class _StreamOpener:
     def __call__(self, start: Optional[int] = None, end: Optional[int] = None) -> _core.GetObjectStream:
         return self._client.get_object_stream(self.bucket, self.key, start, end, pin=self._the_pin())
 
-    def read_bytes(self, start: int, end: int) -> bytes:
-        """Bytes [start, end) as a new bytes object received in place: no part buffer, one copy."""
-        whole = start == 0 and end == self.object_size
+    def read_bytes(self, start: int, end: int, prefix: Optional[Any] = None) -> bytes:
+        """Bytes [start, end) as a new bytes object received in place: no part buffer, one copy.
+
+        ``prefix``: bytes [start, start + len(prefix)) the caller already has (copied in; only the
+        rest is requested)."""
+        whole = prefix is None and start == 0 and end == self.object_size
         return self._client._native.get_bytes(
-            self.bucket, self.key, start, end, pin=self._the_pin(), whole_object=whole
+            self.bucket, self.key, start, end, pin=self._the_pin(), whole_object=whole, prefix=prefix
         )
 
     def read_into(self, start: int, dest: Any) -> int:
@@ -142,6 +145,10 @@ class _StreamOpener:
     @property
     def memory_limit_bytes(self) -> int:
         return self._client.memory_limit_bytes
+
+    @property
+    def part_size(self) -> int:
+        return int(self._client._s3client_config.part_size)
 
 
 class S3Client:

@@ -162,9 +162,9 @@ class Client:
         Starts a GET of bytes [start, start + len(buffer)) straight into the writable buffer
         """
 
-    def get_bytes(self, bucket: str, key: str, start: int, end: int, pin: EtagPin | None = None, whole_object: bool = False) -> object:
+    def get_bytes(self, bucket: str, key: str, start: int, end: int, pin: EtagPin | None = None, whole_object: bool = False, prefix: object | None = None) -> object:
         """
-        Bytes [start, end) of the object as a new bytes object, received straight into it. whole_object: [0, end) is the whole object (its size from a listing), read so that it is checked against the checksum the server stored (Client.get_whole)
+        Bytes [start, end) of the object as a new bytes object, received straight into it. whole_object: [0, end) is the whole object (its size from a listing), read so that it is checked against the checksum the server stored (Client.get_whole). prefix: bytes [start, start + len(prefix)) already received (copied in; only the rest is requested)
         """
 
     def put(self, bucket: str, key: str, storage_class: str = '') -> PutObjectStream: ...

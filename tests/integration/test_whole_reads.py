@@ -79,3 +79,111 @@ def test_get_bytes_ranges_and_errors(seaweed_server, seaweed_bucket, make_client
         native.get_bytes(seaweed_bucket, "missing", 0, 10)
     with pytest.raises(S3Exception):
         native.get_bytes(seaweed_bucket, "b", 0, len(payload) + 10)  # past the end: never a short bytes
+
+
+PART = 5 * 1024 * 1024
+
+
+def test_get_bytes_with_a_prefix_requests_only_the_rest(seaweed_server, seaweed_bucket, make_client):
+    client = make_client(seaweed_server)
+    payload = os.urandom(300_000)
+    with client.put_object(seaweed_bucket, "p") as writer:
+        writer.write(payload)
+    native = client._native
+    got = native.get_bytes(seaweed_bucket, "p", 100, 250_000, prefix=payload[100:1100])
+    assert got == payload[100:250_000]
+    # The prefix is trusted, not re-read: what it says is what comes back.
+    assert native.get_bytes(seaweed_bucket, "p", 0, 10, prefix=b"x" * 10) == b"x" * 10
+    with pytest.raises(ValueError):
+        native.get_bytes(seaweed_bucket, "p", 0, 5, prefix=b"x" * 6)
+    with pytest.raises(ValueError):
+        native.get_bytes(seaweed_bucket, "p", 0, 10, whole_object=True, prefix=b"x")
+
+
+@pytest.mark.parametrize("size", [1, 3000, PART, PART + 7, 3 * PART + 3])
+@pytest.mark.parametrize("call", ["read", "readinto"])
+def test_an_unlisted_object_is_read_in_place_after_its_first_part(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory, size, call
+):
+    """read() (or a large readinto) of an object of unknown size: a ranged GET of the first part
+    tells the size, the rest is received straight into the result (no part buffer, no copy out of
+    the pool), every GET pinned to the first one's version; as many GETs as a streamed read."""
+    proxy = proxy_factory(seaweed_server)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
+    payload = os.urandom(size)
+    with client.put_object(seaweed_bucket, "unlisted") as writer:
+        writer.write(payload)
+    proxy.reset()
+    before = client.stats()
+    reader = client.get_object(seaweed_bucket, "unlisted")
+    if call == "read":
+        assert reader.read() == payload
+    else:
+        # At least 16 MiB (smaller reads stream) and larger than the object: it stops at the end.
+        dest = bytearray(max(size + 100, 16 * 1024 * 1024))
+        assert reader.readinto(dest) == size and dest[:size] == payload
+    after = client.stats()
+    parts = -(-size // PART)
+    assert reader.stats.get_requests == min(parts, 2)
+    assert after["tickets_granted"] - before["tickets_granted"] == 1, "only the first part used the pool"
+    assert after["direct_tickets"] - before["direct_tickets"] == parts - 1, "the rest landed in place"
+    proxy.wait_idle()
+    gets = [r for r in proxy.requests if r.method == "GET"]
+    assert len(gets) == parts and proxy.count("HEAD") == 0
+    assert gets[0].range == (0, PART)
+    assert all(r.headers.get("if-match") for r in gets[1:]), "the rest is pinned to the first part's version"
+    # The reader keeps what it read: seeks and re-reads cost no request; the end is known.
+    reader.seek(size // 2)
+    assert reader.read() == payload[size // 2 :] and reader.read() == b""
+    assert reader.seek(0, 2) == size and proxy.count("GET") == parts
+
+
+def test_a_large_read_in_place_then_streams_the_rest(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    proxy = proxy_factory(seaweed_server)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
+    payload = os.urandom(8 * PART + 11)
+    with client.put_object(seaweed_bucket, "big") as writer:
+        writer.write(payload)
+    reader = client.get_object(seaweed_bucket, "big")
+    first = reader.read(4 * PART)  # >= 16 MiB with no GET in flight: first part, then in place
+    assert first == payload[: 4 * PART] and reader.stats.get_requests == 2
+    assert reader.read(1000) == payload[4 * PART : 4 * PART + 1000]  # a stream from where it stopped
+    assert reader.stats.get_requests == 3
+    assert reader.read() == payload[4 * PART + 1000 :]
+    reader.seek(10)
+    assert reader.read(20) == payload[10:30]
+    proxy.wait_idle()
+    starts = [r.range[0] for r in proxy.requests if r.method == "GET" and r.range]
+    assert 4 * PART in starts, starts
+
+
+def test_reading_an_empty_unlisted_object(seaweed_server, seaweed_bucket, make_client):
+    client = make_client(seaweed_server, part_size=PART)
+    with client.put_object(seaweed_bucket, "empty") as writer:
+        writer.write(b"")
+    assert client.get_object(seaweed_bucket, "empty").read() == b""
+    dest = bytearray(32 * 1024 * 1024)
+    assert client.get_object(seaweed_bucket, "empty").readinto(dest) == 0
+
+
+def test_an_object_overwritten_between_its_first_part_and_the_rest_raises(
+    seaweed_server, seaweed_bucket, make_client, monkeypatch
+):
+    client = make_client(seaweed_server, part_size=PART)
+    with client.put_object(seaweed_bucket, "moving") as writer:
+        writer.write(os.urandom(3 * PART))
+    reader = client.get_object(seaweed_bucket, "moving")
+    opener_type = type(reader._get_stream)
+    real = opener_type.read_bytes
+
+    def overwrite_then_read(self, *args, **kwargs):
+        with client.put_object(seaweed_bucket, "moving") as writer:
+            writer.write(os.urandom(3 * PART))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(opener_type, "read_bytes", overwrite_then_read)
+    with pytest.raises(S3Exception) as err:
+        reader.read()
+    assert err.value.status == 412

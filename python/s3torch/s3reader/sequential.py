@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Optional
 
+from .._exceptions import S3Exception
 from . import _chunks
 from ._chunks import ChunkSpans
 from .protocol import GetStreamCallable, ObjectInfoLike
@@ -18,6 +19,9 @@ from .s3reader import (
 
 # Reads at least this large, at the download frontier, are filled straight from the stream.
 _DIRECT_READ_BYTES = 1024 * 1024
+# With no GET in flight and the object's size unknown, a read at least this large (or of everything
+# left) is received in place, into its bytes object (see _read_in_place).
+_IN_PLACE_BYTES = 16 * 1024 * 1024
 
 
 class SequentialS3Reader(_ObjectReader):
@@ -61,7 +65,9 @@ class SequentialS3Reader(_ObjectReader):
         """
         self._check_open()
         if self._stream is None and not self._eof:
-            self._stream = iter(self._get_stream())
+            # From the first byte not yet held: earlier reads may have been received in place.
+            start = self._spans.end
+            self._stream = iter(self._get_stream(start) if start else self._get_stream())
             self.stats.get_requests += 1
 
     def _known_size(self) -> Optional[int]:
@@ -148,46 +154,84 @@ class SequentialS3Reader(_ObjectReader):
         return data
 
     def _read_direct(self, pos: int, n: Optional[int]) -> Optional[bytes]:
-        """A large read at the download frontier: the stream fills a new bytes object in place (one
-        copy, no part buffers held) and the reader keeps a view of it for later seeks. None when the
-        stream cannot do that (or the bytes at ``pos`` are already buffered)."""
+        """A large read at the download frontier, as a new bytes object that the reader keeps a view of
+        for later seeks (no part buffers held). With no GET in flight it is received in place
+        (``_read_in_place``); else the stream fills it (one copy out of the part buffers). None when
+        neither applies (or the bytes at ``pos`` are already buffered)."""
         if self._eof or pos != self._spans.end:
             return None
-        whole = self._read_whole_known(pos, n)
-        if whole is not None:
-            return whole
+        if self._stream is None:
+            data = self._read_in_place(pos, n)
+            if data is not None:
+                return data
         self.prefetch()
         read = getattr(self._stream, "read", None)
         if read is None:
             return None
         data = read(-1 if n is None else n)
+        self._keep(pos, data)
+        if n is None or len(data) < n:
+            self._finish()
+        return data
+
+    def _keep(self, pos: int, data: bytes) -> None:
         if data:
             self._spans.append(memoryview(data))
             self.stats.bytes_fetched += len(data)
-        if n is None or len(data) < n:
-            self._finish()
         self._position = pos + len(data)
         self.stats.bytes_returned += len(data)
-        return data
 
-    def _read_whole_known(self, pos: int, n: Optional[int]) -> Optional[bytes]:
-        """The whole object, before any GET, when its size is known without a request (a listing's
-        object info): one GET straight into a bytes object of that size, no part buffer (the common
-        dataset sample). None when that does not apply."""
-        size = getattr(self._get_stream, "object_size", None)
-        read_bytes = getattr(self._get_stream, "read_bytes", None)
-        if pos != 0 or self._stream is not None or not size or read_bytes is None:
+    def _read_in_place(self, pos: int, n: Optional[int]) -> Optional[bytes]:
+        """A read of the rest of the object (or of at least ``_IN_PLACE_BYTES``) with no GET in
+        flight: its part requests receive straight into a new bytes object (one copy, from the
+        socket's read buffer; no part buffer), so it costs no copy out of the pool. When the size is
+        unknown, a ranged GET of the first part comes first (one request, as the first request of a
+        whole-object GET is) and its response tells the size. None when this does not apply: the
+        caller streams instead."""
+        opener = self._get_stream
+        read_bytes = getattr(opener, "read_bytes", None)
+        if read_bytes is None:
             return None
-        if n is not None and n < size:
-            return None
-        self.stats.get_requests += 1
-        data = read_bytes(0, size)
-        self._spans.append(memoryview(data))
-        self.stats.bytes_fetched += len(data)
-        self._eof = True
-        self._size = len(data)
-        self._position = len(data)
-        self.stats.bytes_returned += len(data)
+        size = self._size if self._size is not None else getattr(opener, "object_size", None)
+        prefix = None
+        if size is None:
+            if n is not None and n < _IN_PLACE_BYTES:
+                return None  # a smaller read starts the stream, which reads ahead for the next ones
+            first = getattr(opener, "part_size", _IN_PLACE_BYTES)
+            if n is not None:
+                first = min(first, n)
+            stream = opener(pos, pos + first)
+            self.stats.get_requests += 1
+            try:
+                views = [byte_view(chunk) for chunk in stream]
+            except S3Exception as e:
+                if e.status == 416 and pos == 0:
+                    return None  # an empty object (or a store that refuses its range): stream it
+                raise
+            got = sum(len(v) for v in views)
+            reported = getattr(stream, "object_size", None)
+            if reported is not None:
+                size = int(reported)
+            elif got < first:
+                size = pos + got  # a short response: the object ends here
+            else:
+                size = self._get_size()
+            self._size = size
+            prefix = views[0] if len(views) == 1 else b"".join(views)
+        elif n is not None and pos + n < size:
+            return None  # part of a known object: the stream reads ahead for the reads after it
+        end = size if n is None else min(size, pos + n)
+        if end <= pos:
+            data = b""
+        elif prefix is not None and len(prefix) >= end - pos:
+            data = bytes(prefix[: end - pos])
+        else:
+            self.stats.get_requests += 1
+            data = read_bytes(pos, end, prefix) if prefix is not None else read_bytes(pos, end)
+        self._keep(pos, data)
+        if end >= size:
+            self._eof = True
+            self._size = self._spans.end
         return data
 
     def readinto(self, buf: Any) -> int:
