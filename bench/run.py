@@ -11,20 +11,21 @@ Cases
                                                                           curl (1 stream, 4 parallel ranges)
   read/readinto      readinto() of it into a preallocated buffer          s3torch, s3torchconnector
   read/random-1MiB   200 random 1 MiB reads, range_based(buffer_size=0)   s3torch, s3torchconnector, boto3
-  dcp/save           dcp.save of a state_dict; "raw" is a plain upload   s3torch, s3torchconnector, raw
-                     of the same byte count through s3torch's client
-  dcp/full           dcp.load of every key                               s3torch, s3torchconnector
-  dcp/partial-10%    the first model weights up to 10% of the bytes      s3torch, s3torchconnector
-  dcp/spread         every 10th key: needed ranges spread over the file  s3torch, s3torchconnector
+  dcp/save           dcp.save of a state_dict; "raw" is a plain upload   s3torch, s3torchconnector, fsspec,
+                     of the same byte count through s3torch's client     raw
+  dcp/full           dcp.load of every key                               s3torch, s3torchconnector, fsspec
+  dcp/partial-10%    the first model weights up to 10% of the bytes      s3torch, s3torchconnector, fsspec
+  dcp/spread         every 10th key: needed ranges spread over the file  s3torch, s3torchconnector, fsspec
 
 DCP data: two state_dicts ("mixed": bf16 weights, fp32 Adam moments, int64 steps, the demo's GPT-like
 model; "fp32": uniform fp32 tensors of 4 KiB up to 256 MiB), each saved by both libraries' writers (the
 save cases), so every load case runs on checkpoints written by s3torch and by s3torchconnector.
 
 s3torchconnector's DCP classes take no endpoint: their file system's client is replaced by the client
-type it builds itself, with the endpoint set (force_path_style=True), as in its own tests.
+type it builds itself, with the endpoint set (force_path_style=True), as in its own tests. "fsspec" is
+torch's own FsspecReader / FsspecWriter over s3fs (the checkpoint it saves is not loaded again).
 
-    S3TORCH_EXTRAS=test,dcp,bench ./scripts/setup.sh      # adds matplotlib (the chart)
+    S3TORCH_EXTRAS=test,dcp,bench ./scripts/setup.sh      # adds s3fs and matplotlib (the chart)
     .venv/bin/python bench/run.py [--quick] [--size-gb 1.0] [--repeat 3] [--out bench/results]
 
 --quick: 0.1 GB, one run each (about a minute or two). A run of the full suite takes ~10 minutes here.
@@ -150,6 +151,19 @@ def _dcp_io(spec: Dict[str, Any], kind: str) -> Any:
             region, endpoint=endpoint, s3client_config=S3ClientConfig(force_path_style=True)
         )
         return io
+    if spec["tool"] == "fsspec":
+        from torch.distributed.checkpoint._fsspec_filesystem import FsspecReader, FsspecWriter
+
+        # torch's own fsspec storage over s3fs, with the endpoint and keys given as s3fs takes them.
+        opts = {
+            "endpoint_url": endpoint,
+            "key": spec["access"],
+            "secret": spec["secret"],
+            "client_kwargs": {"region_name": region},
+        }
+        if kind == "writer":
+            return FsspecWriter(uri, **opts)
+        return FsspecReader(uri, **opts)
     import s3torch.dcp as dcp_mod
     from s3torch import S3ClientConfig
 
@@ -317,13 +331,23 @@ def run_child(spec: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
     return dict(json.loads(line[len("RESULT ") :]))
 
 
+def have_fsspec() -> bool:
+    try:
+        import s3fs  # noqa: F401
+    except ImportError:
+        print("s3fs not installed: the fsspec columns are skipped", file=sys.stderr)
+        return False
+    return True
+
+
 def plan(args: argparse.Namespace, have_ref: bool) -> List[Tuple[str, str, str, Dict[str, Any]]]:
     """(case, data, tool, spec) in run order: saves first, since the loads read what they wrote."""
     refs = [REF] if have_ref else []
+    fsspec = ["fsspec"] if have_fsspec() else []
     have_curl = shutil.which("curl") is not None
     out: List[Tuple[str, str, str, Dict[str, Any]]] = []
     for shape in ("mixed", "fp32"):
-        for tool in ["s3torch", *refs, "raw"]:
+        for tool in ["s3torch", *refs, *fsspec, "raw"]:
             prefix = f"ckpt-{shape}-by-{tool}"
             out.append(
                 ("dcp/save", shape, tool, {"op": "save", "shape": shape, "prefix": prefix, "key": prefix})
@@ -332,7 +356,7 @@ def plan(args: argparse.Namespace, have_ref: bool) -> List[Tuple[str, str, str, 
         for shape in ("mixed", "fp32"):
             for writer in ["s3torch", *refs]:
                 data = f"{shape}, saved by {writer}"
-                for tool in ["s3torch", *refs]:
+                for tool in ["s3torch", *refs, *fsspec]:
                     spec = {
                         "op": "load",
                         "scope": scope,
