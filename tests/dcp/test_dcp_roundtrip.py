@@ -437,3 +437,24 @@ def test_a_refetch_does_not_wait_on_the_pool_its_own_streams_hold(
     dcp.load(dest, storage_reader=reader)
     assert_same(state, dest)
     assert reader.fs.client.stats()["peak_bytes"] <= 24 * MiB
+
+
+def test_a_save_reuses_a_bounded_set_of_part_buffers(seaweed_target: Target) -> None:
+    """With no memory limit set, a writer's uploads may hold 16 parts per 10 Gbps of target: a save
+    larger than that waits for parts to go out and reuses their buffers instead of mapping (and
+    page-faulting) fresh ones up to the checkpoint's size. A limit the user sets is kept."""
+    part = 5 * MiB
+    gen = torch.Generator().manual_seed(3)
+    state = {f"w{i}": torch.randn(6 * MiB, generator=gen) for i in range(6)}  # 144 MiB
+    writer = seaweed_target.writer(config=seaweed_target.config(part_size=part))
+    dcp.save(state, storage_writer=writer)
+    limit = writer.fs.client.s3client_config.memory_limit_bytes
+    assert limit == 16 * part
+    stats = writer.fs.client.stats()
+    assert 0 < stats["peak_bytes"] <= limit
+    assert stats["mapped_bytes"] <= limit, "buffers were reused, not mapped up to the checkpoint's size"
+    dest = blank_like(state)
+    dcp.load(dest, storage_reader=seaweed_target.reader())
+    assert_same(state, dest)
+    mine = seaweed_target.writer(config=seaweed_target.config(memory_limit_bytes=1 << 30))
+    assert mine.fs.client.s3client_config.memory_limit_bytes == 1 << 30

@@ -243,6 +243,7 @@ class S3StorageWriter(_OnS3FileSystem, FileSystemWriter):
         # fsync has no meaning for S3 objects; S3Writer.close is the durability point.
         kwargs.pop("sync_files", None)
         super().__init__(path=path, sync_files=False, thread_count=thread_count, **kwargs)
+        s3client_config = _with_memory_limit(s3client_config or S3ClientConfig(), SAVE_PARTS_PER_10_GBPS)
         self.fs = S3FileSystem(region, s3client_config=s3client_config, endpoint=endpoint)  # type: ignore[assignment]
         self.path = self.fs.init_path(path)
         self.prefix_strategy = prefix_strategy or DefaultPrefixStrategy()
@@ -326,13 +327,18 @@ class S3StorageWriter(_OnS3FileSystem, FileSystemWriter):
 # 12 parts (96 MiB) load as fast as 2 GiB, and every pool byte is resident memory beside the
 # destination state_dict. Raise memory_limit_bytes for hosts with more network than that.
 LOAD_PARTS_PER_10_GBPS = 12
+# The same for a save's uploads. With the CRT's default (2 GiB) a save runs ahead of the network into
+# fresh part buffers, up to the checkpoint's size: each one is page-faulted (and charged) once per
+# writer. Bounded, the writer threads wait for parts to go out and reuse their buffers: a 0.5 GB
+# save here took 0.75 CPU-s instead of 0.92 to 1.59 s, and 3.4 s instead of 3.8 to 4.2 s.
+SAVE_PARTS_PER_10_GBPS = 16
 
 
-def _with_load_memory_limit(config: S3ClientConfig) -> S3ClientConfig:
+def _with_memory_limit(config: S3ClientConfig, parts_per_10_gbps: int) -> S3ClientConfig:
     if config.memory_limit_bytes is not None:
         return config
     scale = max(1.0, config.throughput_target_gbps / 10.0)
-    limit = int(LOAD_PARTS_PER_10_GBPS * config.part_size * scale)
+    limit = int(parts_per_10_gbps * config.part_size * scale)
     return dataclasses.replace(config, memory_limit_bytes=limit)
 
 
@@ -387,7 +393,7 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
         super().__init__(path)
         self._reader_constructor = reader_constructor or S3ReaderConstructor.dcp_optimized()
         if concurrent and isinstance(self._reader_constructor, DCPOptimizedConstructor):
-            s3client_config = _with_load_memory_limit(s3client_config or S3ClientConfig())
+            s3client_config = _with_memory_limit(s3client_config or S3ClientConfig(), LOAD_PARTS_PER_10_GBPS)
         self.fs = S3FileSystem(  # type: ignore[assignment]
             region,
             s3client_config=s3client_config,
