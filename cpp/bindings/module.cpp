@@ -16,6 +16,7 @@
 #include "s3torch/buffer_pool.hpp"
 #include "s3torch/client.hpp"
 #include "s3torch/coalesce.hpp"
+#include "s3torch/crc32.hpp"
 #include "s3torch/crt_log.hpp"
 #include "s3torch/direct_get.hpp"
 #include "s3torch/error.hpp"
@@ -142,6 +143,17 @@ NB_MODULE(_core, m) {
         return out;
       },
       nb::arg("timeout_ms"), "Queued CRT messages as (level, subject, text), waiting up to timeout_ms for one");
+
+  m.def(
+      "crc32",
+      [](nb::handle data, uint32_t value) {
+        Buffer b(data, false);
+        nb::gil_scoped_release release;
+        return s3torch::crc32(b.data(), b.size(), value);
+      },
+      nb::arg("data"), nb::arg("value") = 0,
+      "zlib's CRC-32 of a buffer, continuing from `value` (PCLMULQDQ folding where the CPU has it; "
+      "the GIL released)");
 
   m.def("default_memory_limit", &aws_s3_default_memory_limit_for_throughput, nb::arg("throughput_target_gbps"),
         "The CRT's part-buffer memory limit for a throughput target when none is configured");

@@ -19,6 +19,11 @@ def wait_crt_log_records(timeout_ms: int) -> list:
     Queued CRT messages as (level, subject, text), waiting up to timeout_ms for one
     """
 
+def crc32(data: object, value: int = 0) -> int:
+    """
+    zlib's CRC-32 of a buffer, continuing from `value` (PCLMULQDQ folding where the CPU has it; the GIL released)
+    """
+
 def default_memory_limit(throughput_target_gbps: float) -> int:
     """
     The CRT's part-buffer memory limit for a throughput target when none is configured

@@ -30,6 +30,7 @@ from torch.distributed.checkpoint.filesystem import (
     FileSystemBase,
     FileSystemReader,
     FileSystemWriter,
+    SerializationFormat,
 )
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
@@ -51,6 +52,7 @@ from ..s3reader import (
 )
 from . import _dedupe, _stats
 from ._concurrent import DEFAULT_DIRECT_MIN, DEFAULT_SPLIT_BYTES, ConcurrentPlanLoader
+from ._save import write_files
 from ._sizing import default_max_streams, part_size_of
 from ._stats import LoadStats, SaveStats
 from .s3_prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
@@ -278,7 +280,22 @@ class S3StorageWriter(_OnS3FileSystem, FileSystemWriter):
         t0 = time.perf_counter()
         before = _stats.client_counters(self._s3fs.client)
         self._s3fs._take_write_failures()
-        fut = super().write_data(plan, planner)
+        if not self.transforms.extensions and self.serialization_format == SerializationFormat.TORCH_SAVE:
+            fut: Future[List[WriteResult]] = Future()
+            fut.set_result(
+                write_files(
+                    plan,
+                    planner,
+                    self.fs.create_stream,
+                    self.fs.concat_path,
+                    self.path,
+                    self.thread_count,
+                    self.single_file_per_rank,
+                    self.per_thread_copy_ahead,
+                )
+            )
+        else:  # stream extensions or another format: torch's own writer
+            fut = super().write_data(plan, planner)
         results: List[WriteResult] = fut.wait()
         failures = self._s3fs._take_write_failures()
         if failures:
