@@ -127,3 +127,37 @@ def test_an_archive_over_4_gib_uses_zip64_and_is_valid(tmp_path: Any) -> None:
     marks = loaded[:: 1 << 28]
     assert bool((marks == 7).all()) and int(loaded[1 : 1 << 20].count_nonzero()) == 0
     assert int(loaded[-99:-1].count_nonzero()) == 0  # past the last mark (at 4 GiB)
+
+
+FAILING_UPLOAD = """
+import gc, torch
+from s3torch.dcp._torch_save import save_tensor
+
+class Failing:
+    def __init__(self, after):
+        self.calls, self.after = 0, after
+    def write(self, b):
+        self.calls += 1
+        if self.calls > self.after:
+            raise OSError("upload failed")
+        return len(memoryview(b))
+
+for after in (0, 1, 3, 5, 9):
+    try:
+        save_tensor(torch.arange(100_000), Failing(after))
+    except OSError as e:
+        print("raised", after, e)
+    gc.collect()
+print("alive")
+"""
+
+
+def test_a_stream_that_fails_mid_archive_raises_and_the_process_survives() -> None:
+    """An upload error inside torch's writer comes back as that error; torch's writer is finished
+    into a discarding sink at once (its destructor would otherwise throw: std::terminate)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FAILING_UPLOAD], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("raised") == 5 and out.stdout.strip().endswith("alive")

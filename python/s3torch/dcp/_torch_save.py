@@ -270,7 +270,13 @@ def _save_fast(tensor: torch.Tensor, stream: Any) -> None:
         writer.write_end_of_file()
         sink.end_archive()
     except BaseException:
+        # Finish torch's writer into the discarding sink now: left unfinished, its destructor would
+        # finish it later and throw from a destructor (std::terminate) after a failed write.
         sink.discard()
+        try:
+            writer.write_end_of_file()
+        except Exception:  # noqa: BLE001 - the first error is the one raised
+            pass
         raise
     sink.flush()
 
@@ -292,7 +298,13 @@ def _same_as_torch_save() -> bool:
     import zipfile
 
     try:
-        for sample in (torch.arange(1000, dtype=torch.float32), torch.ones(3, 5, dtype=torch.bfloat16).t()):
+        samples = (
+            torch.arange(1000, dtype=torch.float32),
+            torch.ones(3, 5, dtype=torch.bfloat16).t(),
+            torch.arange(300_000, dtype=torch.int32),  # several checksum slices
+            torch.empty(0),
+        )
+        for sample in samples:
             ours, ref = io.BytesIO(), io.BytesIO()
             _save_fast(sample, ours)
             torch.save(sample, ref)
@@ -316,7 +328,10 @@ def _same_as_torch_save() -> bool:
 
 def save_tensor(tensor: torch.Tensor, stream: Any) -> None:
     """``torch.save(tensor, stream)``, the CRCs computed as the bytes go out (see the module)."""
-    if fast_save_available():
+    from torch import serialization
+
+    # Under torch.serialization.skip_data() torch writes no payloads (and seeks): its own writer.
+    if fast_save_available() and not getattr(serialization._serialization_tls, "skip_data", False):
         _save_fast(tensor, stream)
     else:
         torch.save(tensor, stream)

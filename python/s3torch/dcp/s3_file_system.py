@@ -282,8 +282,8 @@ class S3StorageWriter(_OnS3FileSystem, FileSystemWriter):
         self._s3fs._take_write_failures()
         if not self.transforms.extensions and self.serialization_format == SerializationFormat.TORCH_SAVE:
             fut: Future[List[WriteResult]] = Future()
-            fut.set_result(
-                write_files(
+            try:
+                written = write_files(
                     plan,
                     planner,
                     self.fs.create_stream,
@@ -293,7 +293,10 @@ class S3StorageWriter(_OnS3FileSystem, FileSystemWriter):
                     self.single_file_per_rank,
                     self.per_thread_copy_ahead,
                 )
-            )
+            except BaseException:
+                self._s3fs._take_write_failures()  # raised here: keep no copy for the next save
+                raise
+            fut.set_result(written)
         else:  # stream extensions or another format: torch's own writer
             fut = super().write_data(plan, planner)
         results: List[WriteResult] = fut.wait()

@@ -30,8 +30,10 @@ class SequentialS3Reader(_ObjectReader):
     The GET starts on the first read (or on a seek past the bytes received so far) and is consumed
     only as far as reads need. Received chunks are kept as views of the client's part buffers, so
     repeated or backward reads cost no request; ``read`` copies once into the returned bytes and
-    ``readinto`` copies straight into the caller's buffer. The object size is looked up
-    (``get_object_info``) only for ``SEEK_END`` before the stream has ended.
+    ``readinto`` copies straight into the caller's buffer. A read of everything left (or of at least
+    16 MiB) while no GET is in flight is received in place instead: a ranged GET of the first part
+    tells the size, and the rest lands straight in the new bytes object (no part buffer). The object
+    size is looked up (``get_object_info``) only for ``SEEK_END`` before the stream has ended.
     """
 
     def __init__(
