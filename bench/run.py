@@ -443,7 +443,7 @@ def chart(summary: List[Dict[str, Any]], path: Path, machine: str) -> bool:
     tools = list(dict.fromkeys(s["tool"] for s in summary))
     by = {(s["case"], s["data"], s["tool"]): s["gbps"] for s in summary}
     height = 0.8 / len(tools)
-    fig, ax = plt.subplots(figsize=(11, 0.42 * len(groups) + 1.8))
+    fig, ax = plt.subplots(figsize=(12.5, 0.42 * len(groups) + 1.8))
     for i, tool in enumerate(tools):
         ys = [g - 0.4 + height * (i + 0.5) for g in range(len(groups))]
         xs = [by.get((c, d, tool), 0.0) for c, d in groups]
@@ -453,7 +453,7 @@ def chart(summary: List[Dict[str, Any]], path: Path, machine: str) -> bool:
     ax.invert_yaxis()
     ax.set_xlabel("GB/s (bytes the case needs / median seconds; higher is better)")
     ax.set_title(f"s3torch benchmark suite, one local SeaweedFS\n{machine}", fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -468,10 +468,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--only", default=None, help="only cases whose name starts with this (read/: no DCP)")
+    ap.add_argument("--replot", action="store_true", help="redraw the chart and table from --out's JSON")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        return
+    if args.replot:
+        saved = json.loads((args.out / "results.json").read_text())
+        (args.out / "results.md").write_text(markdown(saved["summary"], saved["machine"]))
+        chart(saved["summary"], args.out / "chart.png", saved["machine"])
         return
     size_gb = args.size_gb or (0.1 if args.quick else 1.0)
     repeat = args.repeat or (1 if args.quick else 3)
