@@ -11,9 +11,10 @@ from torch.distributed.checkpoint.metadata import MetadataIndex
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, ReadItem
 
 from s3torch import S3Exception
-from s3torch.dcp._concurrent import ConcurrentPlanLoader, _Hole, _Range
+from s3torch.dcp._concurrent import ConcurrentPlanLoader
 from s3torch.dcp._cursor import _Cursor, _segments
 from s3torch.dcp._sizing import default_max_streams
+from s3torch.dcp._tasks import _Hole, _Range
 from s3torch.s3reader import ItemRange, coalesce_ranges
 
 MiB = 1024 * 1024

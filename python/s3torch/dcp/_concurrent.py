@@ -20,6 +20,9 @@ torch.save archive we know) and, when the parsed head disagrees, the bytes are m
 after the stream passed the item. Items whose destination cannot take the raw bytes (dtype cast,
 narrowed read) scatter into a staging copy of the item instead. Anything unusual takes torch's own
 path (``torch.load`` of the item bytes), so results are bit-identical to FileSystemReader's.
+
+The pieces live beside it: the ranges, tasks and holes (``_tasks``), destination tensors
+(``_targets``), the stream cursor (``_cursor``), pool sizing (``_sizing``), statistics (``_stats``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import logging
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
@@ -41,6 +43,8 @@ from ..s3reader.dcp_optimized import is_default_gap
 from ._archive import ArchiveHead, NeedMoreBytes, UnsupportedArchive, check_tail, parse_head
 from ._cursor import _Cursor, _segments, truncated
 from ._stats import LoadStats
+from ._targets import _byte_view, _fits_storage, _source
+from ._tasks import _Hole, _Range, _Task
 
 log = logging.getLogger(__name__)
 
@@ -67,78 +71,6 @@ TAIL_WINDOW = 8 * 1024
 # Where torch.save puts a tensor's bytes in its archive (its records are 64-byte aligned): the first
 # guess of a load, replaced by the last offset parsed.
 DEFAULT_DATA_OFFSET = 704
-
-
-@dataclass
-class _Range:
-    start: int
-    end: int
-    reqs: List[ReadItem]
-
-
-@dataclass
-class _Task:
-    """One ranged GET and the item ranges it serves, in object order."""
-
-    bucket: str
-    key: str
-    start: int
-    end: int
-    ranges: List[_Range] = field(default_factory=list)
-    pin: Any = None  # the file's EtagPin: every GET of one file in a load reads one version
-
-
-@dataclass
-class _Hole:
-    """The middle [start, end) of a large tensor item, scattered into ``dest`` as it arrives.
-
-    ``dest[i]`` receives object byte ``base + i``. In place, ``dest`` is the target tensor's bytes
-    and ``base`` the item's start plus the guessed data offset; otherwise (``staged``) ``dest`` is a
-    copy of the whole item and ``base`` its start.
-    """
-
-    rng: _Range
-    start: int
-    end: int
-    target: torch.Tensor
-    dest: memoryview
-    base: int
-    staged: Optional[bytearray] = None
-
-    def scatter(self, lo: int, hi: int) -> Optional[Tuple[int, memoryview]]:
-        """The part of the hole inside object range [lo, hi), as a scatter pair (or None)."""
-        a, b = max(lo, self.start), min(hi, self.end)
-        if a >= b:
-            return None
-        return a, self.dest[a - self.base : b - self.base]
-
-
-def _byte_view(t: torch.Tensor) -> Optional[memoryview]:
-    """A writable flat byte view of a contiguous CPU tensor's memory, or None if it has none."""
-    try:
-        flat = t.reshape(-1)
-        if flat.data_ptr() != t.data_ptr():
-            return None
-        arr = flat.view(torch.uint8).numpy()
-        return memoryview(arr).cast("B")
-    except (RuntimeError, TypeError, ValueError):
-        return None
-
-
-def _source(req: ReadItem, meta: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The saved tensor's slice that ``req`` reads (as a meta tensor); it must fit ``target``."""
-    src = narrow_tensor_by_index(meta, req.storage_offsets, req.lengths)
-    if target.size() != src.size():
-        raise AssertionError(f"req {req.storage_index} mismatch sizes {target.size()} vs {src.size()}")
-    return cast(torch.Tensor, src)
-
-
-def _fits_storage(meta: torch.Tensor, nbytes: int) -> bool:
-    """Whether the saved view lies inside the storage payload (torch.load refuses otherwise)."""
-    if meta.numel() == 0:
-        return True
-    last = meta.storage_offset() + sum((s - 1) * st for s, st in zip(meta.shape, meta.stride()))
-    return meta.storage_offset() >= 0 and (last + 1) * meta.element_size() <= nbytes
 
 
 class ConcurrentPlanLoader:
