@@ -148,7 +148,7 @@ class _StreamOpener:
 
     @property
     def part_size(self) -> int:
-        return int(self._client._s3client_config.part_size)
+        return int(self._client.s3client_config.part_size)
 
 
 class S3Client:

@@ -96,7 +96,7 @@ def test_the_writer_is_checked_against_torch_save_once() -> None:
 def test_a_layout_surprise_raises_and_the_process_survives(monkeypatch: pytest.MonkeyPatch) -> None:
     # A wrong descriptor size makes the sink miss the descriptor: the save raises a LayoutError
     # (never inside torch's C++ writer, which would abort the process) and writes nothing more.
-    monkeypatch.setattr(_torch_save, "_descriptor_size", lambda offset, nbytes: 24)
+    monkeypatch.setattr(_torch_save, "descriptor_size", lambda offset, nbytes: 24)
     out = Pieces()
     with pytest.raises(LayoutError):
         save_tensor(torch.randn(100), out)

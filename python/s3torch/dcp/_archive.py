@@ -69,10 +69,13 @@ class ArchiveHead:
 
     @property
     def descriptor_size(self) -> int:
-        if not self.has_descriptor:
-            return 0
-        # Same rule as miniz / torch.serialization._load: zip64 descriptor when a value overflows.
-        return 24 if (self.header_offset >= _U32_MAX or self.nbytes >= _U32_MAX) else 16
+        return descriptor_size(self.header_offset, self.nbytes) if self.has_descriptor else 0
+
+
+def descriptor_size(header_offset: int, nbytes: int) -> int:
+    """Bytes of the data descriptor after a record's payload. Same rule as miniz and
+    torch.serialization._load: the zip64 descriptor when the offset or the size overflows."""
+    return 24 if (header_offset >= _U32_MAX or nbytes >= _U32_MAX) else 16
 
 
 def _read_local_header(buf: memoryview, pos: int) -> Tuple[str, int, int, int]:

@@ -16,26 +16,30 @@ import io
 import pickle
 import struct
 import threading
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
 import torch
 
 from .. import _core
-from ._archive import _CD_HEADER, _CD_SIG, _DESC_SIG, _LOCAL_HEADER, _LOCAL_SIG, _U32_MAX
+from ._archive import (
+    _CD_HEADER,
+    _CD_SIG,
+    _DESC_SIG,
+    _LOCAL_HEADER,
+    NeedMoreBytes,
+    UnsupportedArchive,
+    _apply_zip64,
+    _read_local_header,
+    descriptor_size,
+)
 
 _SLICE = 256 * 1024  # checksummed, then copied, while it is still in the CPU's cache
 _DESC_MAX = 24  # a zip64 data descriptor; the short one is 16 bytes
 _EOCD_SIG = b"PK\x05\x06"
-_ZIP64_EXTRA = 0x0001
 
 
 class LayoutError(RuntimeError):
     """The archive torch wrote is not laid out as this module expects."""
-
-
-def _descriptor_size(header_offset: int, nbytes: int) -> int:
-    # miniz's rule, as torch.serialization reads it back: zip64 when an offset or size overflows.
-    return 24 if header_offset >= _U32_MAX or nbytes >= _U32_MAX else 16
 
 
 class _CrcSink:
@@ -92,7 +96,8 @@ class _CrcSink:
         self._mode = "record"
         self._start = self.pos
         self._header = bytearray()
-        self._header_len: Optional[int] = None
+        self._header_need = _LOCAL_HEADER.size  # bytes of local header needed to parse it
+        self._header_done = False
         self._crc = 0
         self._payload = 0
         self._held = bytearray()
@@ -101,22 +106,26 @@ class _CrcSink:
 
     def _record_bytes(self, view: memoryview) -> None:
         i = 0
-        while self._header_len is None or len(self._header) < self._header_len:
-            need = (_LOCAL_HEADER.size if self._header_len is None else self._header_len) - len(self._header)
+        while not self._header_done:
             if i >= len(view):
                 return
-            take = view[i : i + need]
+            take = view[i : i + self._header_need - len(self._header)]
             self._header += take
             i += len(take)
-            if self._header_len is None and len(self._header) >= _LOCAL_HEADER.size:
-                sig, _v, flags, _m, _t, _d, _c, _cs, _us, nlen, elen = _LOCAL_HEADER.unpack_from(self._header)
-                if sig != _LOCAL_SIG:
-                    raise LayoutError("a record without a local header")
-                # An empty record has its (zero) sizes and CRC in the header and no descriptor.
-                self._described = bool(flags & 0x08)
-                self._header_len = _LOCAL_HEADER.size + nlen + elen
-            if self._header_len is not None and len(self._header) == self._header_len:
-                self._out.write(bytes(self._header))
+            if len(self._header) < self._header_need:
+                continue
+            try:
+                header = memoryview(bytes(self._header))
+                _name, flags, _method, self._header_need = _read_local_header(header, 0)
+            except NeedMoreBytes as e:
+                self._header_need = e.n  # the name and extra field follow the fixed part
+                continue
+            except UnsupportedArchive as e:
+                raise LayoutError(str(e)) from e
+            # An empty record has its (zero) sizes and CRC in the header and no descriptor.
+            self._described = bool(flags & 0x08)
+            self._header_done = True
+            self._out.write(bytes(self._header))
         rest = view[i:]
         if not rest:
             return
@@ -144,13 +153,13 @@ class _CrcSink:
         if self._error is not None:
             raise self._error
         if not self._described:
-            if nbytes or self._held or self._header_len is None:
+            if nbytes or self._held or not self._header_done:
                 raise LayoutError(f"record {name}: {nbytes} bytes without a data descriptor")
             self.crcs.append(0)
             self.names.append(name)
             self._mode = "pass"
             return
-        size = _descriptor_size(self._start, nbytes)
+        size = descriptor_size(self._start, nbytes)
         held = self._held
         if len(held) < size or held[len(held) - size : len(held) - size + 4] != _DESC_SIG:
             raise LayoutError(f"no data descriptor after record {name}")
@@ -180,14 +189,8 @@ class _CrcSink:
         index = 0
         while 0 <= at < eocd and buf[at : at + 4] == _CD_SIG:
             fields = _CD_HEADER.unpack_from(buf, at)
-            csize, usize, nlen, elen, clen, offset = (
-                fields[8],
-                fields[9],
-                fields[10],
-                fields[11],
-                fields[12],
-                fields[16],
-            )
+            csize, usize, nlen, elen, clen = fields[8:13]
+            offset = fields[16]
             name = bytes(buf[at + 46 : at + 46 + nlen]).decode()
             extra = buf[at + 46 + nlen : at + 46 + nlen + elen]
             if index < len(self.crcs):
@@ -196,8 +199,8 @@ class _CrcSink:
                 crc = self.crcs[index]
             else:
                 # Written by write_end_of_file itself: its payload is in the held bytes.
-                usize, offset = _zip64_values(extra, csize, usize, offset)
-                crc = self._patch_held_record(buf, offset - base, usize, offset, name)
+                usize, _csize, offset = _apply_zip64(bytes(extra), usize, csize, offset)
+                crc = self._patch_held_record(buf, offset - base, usize, name)
             struct.pack_into("<I", buf, at + 16, crc)
             at += 46 + nlen + elen + clen
             index += 1
@@ -206,41 +209,23 @@ class _CrcSink:
         self._out.write(bytes(buf))
         self._mode = "pass"
 
-    def _patch_held_record(self, buf: bytearray, at: int, size: int, offset: int, name: str) -> int:
-        if at < 0 or buf[at : at + 4] != _LOCAL_SIG:
+    def _patch_held_record(self, buf: bytearray, at: int, size: int, name: str) -> int:
+        if at < 0:
             raise LayoutError(f"record {name} is not in the archive's end")
-        flags = struct.unpack_from("<H", buf, at + 6)[0]
-        nlen, elen = struct.unpack_from("<HH", buf, at + 26)
+        try:
+            _name, flags, _method, start = _read_local_header(memoryview(bytes(buf)), at)
+        except (NeedMoreBytes, UnsupportedArchive) as e:
+            raise LayoutError(f"record {name}: {e}") from e
         if not flags & 0x08:
             if size:
                 raise LayoutError(f"record {name}: {size} bytes without a data descriptor")
             return 0
-        start = at + _LOCAL_HEADER.size + nlen + elen
         crc = _core.crc32(memoryview(buf)[start : start + size])
         desc = start + size
         if buf[desc : desc + 4] != _DESC_SIG:
             raise LayoutError(f"no data descriptor after record {name}")
         struct.pack_into("<I", buf, desc + 4, crc)
         return int(crc)
-
-
-def _zip64_values(extra: Any, csize: int, usize: int, offset: int) -> Tuple[int, int]:
-    """(uncompressed size, local header offset) of a central directory entry: the zip64 extra field
-    holds, in this order, those of uncompressed size, compressed size and offset that overflowed."""
-    at = 0
-    while at + 4 <= len(extra):
-        tag, length = struct.unpack_from("<HH", extra, at)
-        if tag == _ZIP64_EXTRA:
-            values = iter(struct.unpack_from(f"<{length // 8}Q", extra, at + 4))
-            if usize == _U32_MAX:
-                usize = next(values)
-            if csize == _U32_MAX:
-                csize = next(values)
-            if offset == _U32_MAX:
-                offset = next(values)
-            break
-        at += 4 + length
-    return usize, offset
 
 
 class _Records:
