@@ -1,8 +1,9 @@
 """The benchmark suite: s3torch beside s3torchconnector 1.5.0, boto3 and curl on one local SeaweedFS.
 
-Every (case, tool) runs in a fresh subprocess, measured there: wall seconds of the operation alone,
-client CPU seconds of the operation (all threads of the process, and curl's processes), peak RSS
-above what the process held before it (the destination state_dict is allocated and touched first).
+Every (case, tool) runs in a fresh process, forked from a case server that imported the libraries
+once, and is measured there: wall seconds of the operation alone, client CPU seconds of the operation
+(all threads of the process, and curl's processes), peak RSS above what the process held before it
+(the destination state_dict is allocated and touched first).
 Every result is checked: object bytes against their SHA-256, loaded tensors against the values
 saved. Results: JSON, a markdown table and a PNG chart (matplotlib) in --out.
 
@@ -28,7 +29,7 @@ torch's own FsspecReader / FsspecWriter over s3fs (the checkpoint it saves is no
     S3TORCH_EXTRAS=test,dcp,bench ./scripts/setup.sh      # adds s3fs and matplotlib (the chart)
     .venv/bin/python bench/run.py [--quick] [--size-gb 1.0] [--repeat 3] [--out bench/results]
 
---quick: 0.1 GB, one run each (195 s here). A run of the full suite takes about 22 minutes here.
+--quick: 0.1 GB, one run each (55 s here). A run of the full suite takes about 22 minutes here.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ def _curl(spec: Dict[str, Any], streams: int) -> int:
 def child(spec: Dict[str, Any]) -> Dict[str, Any]:
     warnings.filterwarnings("ignore")
     op, tool = spec["op"], spec["tool"]
-    result: Dict[str, Any] = {}
+    result: Dict[str, Any] = {"pid": os.getpid()}
     run: Callable[[], Any]
     check: Callable[[Any], bool]
     if op in ("read", "readinto", "random"):
@@ -322,13 +323,116 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
 # ---- parent ---------------------------------------------------------------------------------------
 
 
-def run_child(spec: Dict[str, Any], env: Dict[str, str]) -> Dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        raise RuntimeError(f"{spec['op']} {spec['tool']} failed:\n{out.stdout[-2000:]}{out.stderr[-4000:]}")
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return dict(json.loads(line[len("RESULT ") :]))
+# Imported once by the case server, before it forks: a fresh interpreter per case spent some seconds
+# importing these (torch alone 2 s), which made the whole quick run about importing.
+PRELOAD = (
+    "torch",
+    "torch.distributed.checkpoint",
+    "torch.distributed.checkpoint._fsspec_filesystem",
+    "s3torch",
+    "s3torch.dcp",
+    "s3torch.demo",
+    "s3torchconnector",
+    "s3torchconnector.dcp",
+    "s3torchconnector._s3client",
+    "s3fs",
+    "boto3",
+    "_common",
+)
+
+
+def serve() -> None:
+    """The case server: imports PRELOAD, then runs each spec read from stdin in a process of its own,
+    forked from this one, so that every case still has a fresh process (its own clients, CPU time and
+    RSS high-water mark). Writes one "RESULT json" or "ERROR json" line per spec."""
+    import importlib
+    import tempfile
+
+    warnings.filterwarnings("ignore")
+    # numpy's OpenBLAS starts a worker thread when loaded; the cases do no BLAS work.
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    threads = len(os.listdir("/proc/self/task"))
+    if threads != 1:  # a fork copies only the calling thread: another one's locks could never be released
+        sys.exit(f"case server: {threads} threads after the imports, cannot fork safely")
+    for line in sys.stdin:
+        spec = json.loads(line)
+        with tempfile.TemporaryFile() as log:
+            pid = os.fork()
+            if pid == 0:
+                answer = os.dup(1)
+                os.dup2(log.fileno(), 1)  # what libraries print goes to the log, not into the protocol
+                os.dup2(log.fileno(), 2)
+                try:
+                    os.write(answer, ("RESULT " + json.dumps(child(spec)) + "\n").encode())
+                    code = 0
+                except BaseException:  # the server answers, with the log
+                    import traceback
+
+                    traceback.print_exc()
+                    code = 1
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            log.seek(0)
+            text = log.read().decode(errors="replace")[-6000:]
+        if status != 0:
+            print("ERROR " + json.dumps(f"exit status {status}\n{text}"), flush=True)
+
+
+class CaseRunner:
+    """Runs specs through a case server (see serve), each with a time limit."""
+
+    def __init__(self, env: Dict[str, str], timeout: float = 900) -> None:
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its process group holds the case process too: one kill stops both
+        )
+
+    def run(self, spec: Dict[str, Any]) -> Dict[str, Any]:
+        import select
+
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.proc.stdin.flush()
+        what = f"{spec['op']} {spec['tool']}"
+        while True:
+            if not select.select([self.proc.stdout], [], [], self.timeout)[0]:
+                self.close(kill=True)
+                raise RuntimeError(f"{what}: no result within {self.timeout:.0f} s")
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{what}: the case server exited ({self.proc.wait()})")
+            if line.startswith("RESULT "):
+                return dict(json.loads(line[len("RESULT ") :]))
+            if line.startswith("ERROR "):
+                raise RuntimeError(f"{what} failed: {json.loads(line[len('ERROR ') :])}")
+
+    def close(self, kill: bool = False) -> None:
+        """Ends the server: at the end of its input, or (kill, or if that takes long) by a kill."""
+        assert self.proc.stdin is not None
+        if not kill:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, 9)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
 
 def have_fsspec() -> bool:
@@ -469,10 +573,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     ap.add_argument("--only", default=None, help="only cases whose name starts with this (read/: no DCP)")
     ap.add_argument("--replot", action="store_true", help="redraw the chart and table from --out's JSON")
-    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+    if args.serve:
+        serve()
         return
     if args.replot:
         saved = json.loads((args.out / "results.json").read_text())
@@ -531,23 +635,27 @@ def main() -> None:
         }
         hashes["readinto"] = hashes["read"]
         del blob
-        for case, data, tool, spec in cases:
-            spec = dict(common, **spec, tool=tool)
-            if spec["op"] in hashes:
-                spec.update(key=key, size=size, sha256=hashes[spec["op"]])
-                if spec["op"] == "random":
-                    spec["offsets"] = offsets
-            if spec["op"] in ("save", "load"):
-                spec["uri"] = f"s3://{bucket}/{spec['prefix']}"
-            for i in range(repeat):
-                r = run_child(spec, env)
-                r.update(case=case, data=data, tool=tool)
-                rows.append(r)
-                flag = "" if r["ok"] else "  WRONG RESULT"
-                print(
-                    f"{case:<18} {data:<30} {tool:<17} run {i + 1}: {r['seconds']:.3f} s{flag}",
-                    file=sys.stderr,
-                )
+        runner = CaseRunner(env)
+        try:
+            for case, data, tool, spec in cases:
+                spec = dict(common, **spec, tool=tool)
+                if spec["op"] in hashes:
+                    spec.update(key=key, size=size, sha256=hashes[spec["op"]])
+                    if spec["op"] == "random":
+                        spec["offsets"] = offsets
+                if spec["op"] in ("save", "load"):
+                    spec["uri"] = f"s3://{bucket}/{spec['prefix']}"
+                for i in range(repeat):
+                    r = runner.run(spec)
+                    r.update(case=case, data=data, tool=tool)
+                    rows.append(r)
+                    flag = "" if r["ok"] else "  WRONG RESULT"
+                    print(
+                        f"{case:<18} {data:<30} {tool:<17} run {i + 1}: {r['seconds']:.3f} s{flag}",
+                        file=sys.stderr,
+                    )
+        finally:
+            runner.close()
     summary = summarize(rows)
     (args.out / "results.json").write_text(
         json.dumps({"machine": machine, "summary": summary, "runs": rows}, indent=1)
