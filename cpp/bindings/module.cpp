@@ -22,6 +22,7 @@
 #include "s3torch/error.hpp"
 #include "s3torch/get_stream.hpp"
 #include "s3torch/host_register.hpp"
+#include "s3torch/prefault.hpp"
 #include "s3torch/put_stream.hpp"
 
 namespace nb = nanobind;
@@ -428,11 +429,7 @@ NB_MODULE(_core, m) {
             {
               nb::gil_scoped_release release;
               if (known) std::memcpy(dst, head->data(), known);
-              if (whole_object) {
-                c.get_whole(bucket, key, dst, end, std::move(pin));
-              } else if (start + known < end) {
-                c.get_into(bucket, key, start + known, end, dst + known, 0, std::move(pin))->wait();
-              }
+              if (start + known < end) c.get_fresh(bucket, key, start + known, end, dst + known, std::move(pin), whole_object);
             }
             return bytes;
           },

@@ -20,6 +20,7 @@
 
 #include "internal.hpp"
 #include "s3torch/crt_log.hpp"
+#include "s3torch/prefault.hpp"
 #include "s3torch/xml.hpp"
 
 namespace s3torch {
@@ -490,6 +491,16 @@ void plain_whole_get(const std::shared_ptr<Client::Impl> &impl, const std::strin
 }
 
 }  // namespace
+
+void Client::get_fresh(const std::string &bucket, const std::string &key, uint64_t start, uint64_t end,
+                       uint8_t *dst, std::shared_ptr<EtagPin> pin, bool whole_object) {
+  Prefault prefault(dst, end - start, &impl_->counters->prefaulted_bytes);
+  if (whole_object) {
+    get_whole(bucket, key, dst, end, std::move(pin));
+  } else {
+    get_into(bucket, key, start, end, dst, 0, std::move(pin))->wait();
+  }
+}
 
 void Client::get_whole(const std::string &bucket, const std::string &key, uint8_t *dst, uint64_t size,
                        std::shared_ptr<EtagPin> pin) {

@@ -96,6 +96,7 @@ struct Counters {
   std::atomic<uint64_t> scatter_bytes{0};      // stream bytes written straight to a ScatterMap's memory
   std::atomic<uint64_t> validated_gets{0};     // GETs whose body matched the checksum the server sent
   std::atomic<uint64_t> checksum_mismatches{0};  // GET responses whose body did not (never handed out)
+  std::atomic<uint64_t> prefaulted_bytes{0};   // fresh destination memory mapped in ahead of a GET
 
   // Calls f(name, value) for every counter: the one list the bindings build their dict from.
   template <class F>
@@ -114,6 +115,7 @@ struct Counters {
     f("scatter_bytes", scatter_bytes.load());
     f("validated_gets", validated_gets.load());
     f("checksum_mismatches", checksum_mismatches.load());
+    f("prefaulted_bytes", prefaulted_bytes.load());
   }
 };
 
@@ -151,6 +153,11 @@ class Client {
   // get_into of the range. Blocks. Throws S3Error if it fails or the object's size is not `size`.
   void get_whole(const std::string &bucket, const std::string &key, uint8_t *dst, uint64_t size,
                  std::shared_ptr<EtagPin> pin = nullptr);
+  // get_whole(dst, end) if whole_object, else get_into(start, end, dst) and wait, for dst that is
+  // fresh memory (a new bytes object): its pages are mapped in ahead of the transfer by a thread of
+  // its own (Prefault), counted in prefaulted_bytes. Blocks.
+  void get_fresh(const std::string &bucket, const std::string &key, uint64_t start, uint64_t end, uint8_t *dst,
+                 std::shared_ptr<EtagPin> pin, bool whole_object);
   std::unique_ptr<PutStream> put(const std::string &bucket, const std::string &key,
                                  const std::string &storage_class);
   ObjectInfo head(const std::string &bucket, const std::string &key);

@@ -1,0 +1,31 @@
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+
+namespace s3torch {
+
+// Maps in fresh memory that a transfer is about to fill, from a thread of its own that runs ahead of
+// the transfer. The kernel populates a range in one call (MADV_POPULATE_WRITE) for about 70% of the
+// CPU the same pages cost when each first write traps (0.43 vs 0.60 s per GiB on the development VM),
+// and the event-loop threads receiving the bytes no longer stop on page faults. Pages already mapped
+// are left as they are; the transfer may write anywhere in the range meanwhile. Only for ranges of at
+// least kMinBytes (a thread costs tens of microseconds). On kernels without it (before 5.14), nothing.
+class Prefault {
+ public:
+  static constexpr size_t kMinBytes = size_t(32) << 20;
+
+  // `populated` (may be null) is increased by the bytes this maps in.
+  Prefault(void *data, size_t size, std::atomic<uint64_t> *populated = nullptr);
+  ~Prefault();  // stops at the next step and waits for the thread
+  Prefault(const Prefault &) = delete;
+  Prefault &operator=(const Prefault &) = delete;
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace s3torch
