@@ -96,6 +96,30 @@ struct PyDirectGet {
   }
 };
 
+// Destination memory mapped in ahead of a transfer (see Prefault): holds the buffers' exports so the
+// memory outlives the thread. close() (or destruction) stops the thread and releases them.
+struct PyPrefault {
+  std::vector<std::unique_ptr<Buffer>> buffers;
+  std::atomic<uint64_t> mapped{0};
+  std::unique_ptr<Prefault> prefault;
+  explicit PyPrefault(const nb::sequence &objects) {
+    std::vector<Prefault::Span> spans;
+    for (nb::handle obj : objects) {
+      buffers.push_back(std::make_unique<Buffer>(obj, true));
+      spans.push_back({buffers.back()->data(), buffers.back()->size()});
+    }
+    prefault = std::make_unique<Prefault>(spans, &mapped);
+  }
+  void close() {
+    {
+      nb::gil_scoped_release release;
+      prefault.reset();
+    }
+    buffers.clear();  // PyBuffer_Release needs the GIL
+  }
+  ~PyPrefault() { close(); }
+};
+
 // A dict of a stats struct's fields, from its for_each (the one list of them).
 template <class Stats>
 nb::dict as_dict(const Stats &stats) {
@@ -253,6 +277,15 @@ NB_MODULE(_core, m) {
       .def_prop_ro("end", [](const PyDirectGet &g) { return g.get->end(); });
 
   m.attr("SCATTER") = kScatterSupported;
+
+  nb::class_<PyPrefault>(m, "Prefault",
+                         "Maps in the pages of writable buffers that a transfer is about to fill, from a "
+                         "thread, if they add up to 32 MiB or more (fresh memory: cheaper than a fault per "
+                         "page on the threads that receive the bytes)")
+      .def(nb::init<const nb::sequence &>(), nb::arg("buffers"))
+      .def("close", &PyPrefault::close, "Stops the thread (at its next 8 MiB step) and releases the buffers")
+      .def_prop_ro(
+          "mapped", [](const PyPrefault &p) { return p.mapped.load(); }, "Bytes mapped in so far");
 
   nb::class_<PyEtagPin>(m, "EtagPin",
                         "The object version (ETag) that the GETs given this pin must all read: the first "

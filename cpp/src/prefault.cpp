@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <utility>
+#include <vector>
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -17,20 +19,39 @@ namespace {
 constexpr size_t kStep = size_t(8) << 20;
 }  // namespace
 
-Prefault::Prefault(void *data, size_t size, std::atomic<uint64_t> *populated) {
-  if (size < kMinBytes) return;
+Prefault::Prefault(const std::vector<Span> &spans, std::atomic<uint64_t> *populated) {
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const auto at = reinterpret_cast<uintptr_t>(data);
-  // Whole pages inside the range only: the bytes around it belong to someone else.
-  const uintptr_t first = (at + page - 1) / page * page;
-  const uintptr_t last = (at + size) / page * page;
-  if (last <= first) return;
+  // Whole pages inside each span only: the bytes around one belong to someone else.
+  std::vector<std::pair<uintptr_t, uintptr_t>> pages;
+  size_t total = 0;
+  for (const Span &s : spans) {
+    const auto at = reinterpret_cast<uintptr_t>(s.data);
+    const uintptr_t first = (at + page - 1) / page * page;
+    const uintptr_t last = (at + s.size) / page * page;
+    if (last <= first) continue;
+    pages.emplace_back(first, last);
+    total += last - first;
+  }
+  if (total < kMinBytes) return;
   try {
-    thread_ = std::thread([this, first, last, populated] {
-      for (uintptr_t p = first; p < last && !stop_.load(std::memory_order_relaxed); p += kStep) {
-        const size_t n = static_cast<size_t>(std::min<uintptr_t>(kStep, last - p));
-        if (madvise(reinterpret_cast<void *>(p), n, MADV_POPULATE_WRITE) != 0) return;  // unsupported: stop
-        if (populated) populated->fetch_add(n, std::memory_order_relaxed);
+    thread_ = std::thread([this, page, pages = std::move(pages), populated] {
+      std::vector<unsigned char> resident(kStep / page);
+      for (const auto &[first, last] : pages) {
+        for (uintptr_t p = first; p < last; p += kStep) {
+          const size_t n = static_cast<size_t>(std::min<uintptr_t>(kStep, last - p));
+          // Memory the caller already wrote (a model's initialized weights) needs nothing: a residency
+          // check costs a thirtieth of a populate call walking mapped pages.
+          if (mincore(reinterpret_cast<void *>(p), n, resident.data()) == 0 &&
+              std::all_of(resident.begin(), resident.begin() + n / page, [](unsigned char r) { return r & 1; })) {
+            if (stop_.load(std::memory_order_relaxed)) return;
+            continue;
+          }
+          // Fails where the kernel lacks it (EINVAL) or the memory cannot be (EFAULT, ENOMEM): the
+          // transfer then faults its pages in as it writes them.
+          if (madvise(reinterpret_cast<void *>(p), n, MADV_POPULATE_WRITE) != 0) return;
+          if (populated) populated->fetch_add(n, std::memory_order_relaxed);
+          if (stop_.load(std::memory_order_relaxed)) return;  // after a step: a started thread maps some
+        }
       }
     });
   } catch (...) {

@@ -2,6 +2,7 @@
 s3torch native core: AWS CRT S3 client, pinned part-buffer pool, zero-copy streams
 """
 
+from collections.abc import Sequence
 
 
 def set_crt_log_level(level: int) -> None:
@@ -119,6 +120,20 @@ class DirectGet:
     def end(self) -> int: ...
 
 SCATTER: bool = True
+
+class Prefault:
+    """
+    Maps in the pages of writable buffers that a transfer is about to fill, from a thread, if they add up to 32 MiB or more (fresh memory: cheaper than a fault per page on the threads that receive the bytes)
+    """
+
+    def __init__(self, buffers: Sequence) -> None: ...
+
+    def close(self) -> None:
+        """Stops the thread (at its next 8 MiB step) and releases the buffers"""
+
+    @property
+    def mapped(self) -> int:
+        """Bytes mapped in so far"""
 
 class EtagPin:
     """

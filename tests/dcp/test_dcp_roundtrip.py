@@ -490,3 +490,35 @@ def test_every_saved_tensor_item_is_a_zip_with_right_crc32s(
         assert isinstance(torch.load(io.BytesIO(item), weights_only=True), torch.Tensor)
         tensors += 1
     assert tensors >= 5 and len(files) == thread_count
+
+
+def test_fresh_destinations_are_mapped_in_ahead_of_the_gets(seaweed_target: Target) -> None:
+    """Destination tensors straight from torch.empty are fresh memory: a thread maps their pages in
+    while the GETs run (cheaper than a fault per page on the threads receiving the bytes).
+    Destinations already written (an initialized model) are left alone. Same values either way."""
+    import mmap
+    import platform
+    import re
+
+    numbers = re.match(r"(\d+)\.(\d+)", platform.release())
+    populates = numbers is not None and (int(numbers[1]), int(numbers[2])) >= (5, 14)
+    state = {"w": torch.randn(40 * MiB // 4, generator=torch.Generator().manual_seed(3)), "b": torch.ones(5)}
+    dcp.save(state, storage_writer=seaweed_target.writer())
+
+    # Memory no one has written yet, for sure (torch.empty's may be reused heap memory).
+    region = mmap.mmap(-1, state["w"].nbytes)
+    fresh = {"w": torch.frombuffer(region, dtype=torch.float32), "b": torch.empty(5)}
+    reader = seaweed_target.reader()
+    dcp.load(fresh, storage_reader=reader)
+    assert torch.equal(fresh["w"], state["w"]) and torch.equal(fresh["b"], state["b"])
+    mapped = reader.last_load_stats.prefaulted_bytes
+    if populates:
+        assert 0 < mapped <= state["w"].nbytes and mapped % 4096 == 0, reader.last_load_stats
+    else:
+        assert mapped == 0
+
+    written = blank_like(state)  # zeroed: every page already mapped
+    reader = seaweed_target.reader()
+    dcp.load(written, storage_reader=reader)
+    assert torch.equal(written["w"], state["w"])
+    assert reader.last_load_stats.prefaulted_bytes == 0, reader.last_load_stats

@@ -198,7 +198,8 @@ def test_a_large_read_maps_its_pages_in_ahead_of_the_transfer(seaweed_server, se
     parts arrive (cheaper than each first write faulting on an event-loop thread). Small reads start
     no thread; the bytes are the object's either way."""
     client = make_client(seaweed_server, part_size=PART)
-    large, small = os.urandom(8 * PART + 5), os.urandom(3 * PART)
+    # Larger than the free heap top malloc keeps (64 MiB at most), so the bytes object is new pages.
+    large, small = os.urandom(17 * PART + 5), os.urandom(3 * PART)
     for key, payload in (("large", large), ("small", small)):
         with client.put_object(seaweed_bucket, key) as writer:
             writer.write(payload)

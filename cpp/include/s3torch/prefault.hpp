@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <thread>
+#include <vector>
 
 namespace s3torch {
 
@@ -17,8 +18,16 @@ class Prefault {
  public:
   static constexpr size_t kMinBytes = size_t(32) << 20;
 
-  // `populated` (may be null) is increased by the bytes this maps in.
-  Prefault(void *data, size_t size, std::atomic<uint64_t> *populated = nullptr);
+  struct Span {
+    void *data;
+    size_t size;
+  };
+
+  // Maps in the spans' whole pages, in order, if they add up to at least kMinBytes. `populated` (may
+  // be null) is increased by the bytes mapped in.
+  explicit Prefault(const std::vector<Span> &spans, std::atomic<uint64_t> *populated = nullptr);
+  Prefault(void *data, size_t size, std::atomic<uint64_t> *populated = nullptr)
+      : Prefault(std::vector<Span>{{data, size}}, populated) {}
   ~Prefault();  // stops at the next step and waits for the thread
   Prefault(const Prefault &) = delete;
   Prefault &operator=(const Prefault &) = delete;

@@ -38,6 +38,7 @@ import torch
 from torch.distributed._shard._utils import narrow_tensor_by_index
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 
+from .. import _core
 from ..gpu import AsyncCopies, CopierFactory, DeviceCopier, cuda_copier, current_streams
 from ..s3reader.dcp_optimized import is_default_gap
 from ._archive import ArchiveHead, NeedMoreBytes, UnsupportedArchive, check_tail, parse_head
@@ -140,7 +141,6 @@ class ConcurrentPlanLoader:
         stats = self.stats
         stats.files = len(per_file)
         stats.items = len(plan.items)
-        from .. import _core
 
         for relative_path, by_range in per_file.items():
             bucket, key = self._resolve_uri(relative_path)
@@ -298,6 +298,10 @@ class ConcurrentPlanLoader:
         if self._cancel.is_set():
             return
         holes = self._plan_holes(task)
+        # Destination tensors are often fresh memory (torch.empty, to_empty): a thread maps their pages
+        # in while the GETs run, instead of a page fault at a time on the threads receiving the bytes.
+        in_place = [h.dest for h in holes if h.staged is None]
+        prefault = _core.Prefault(in_place) if in_place else None
         # Every stream starts now, so the aligned bulk downloads while the heads are consumed.
         streams: List[Tuple[Any, int]] = []
         try:
@@ -332,6 +336,10 @@ class ConcurrentPlanLoader:
             # Failed or cancelled: closing stops every write into the tensors at once.
             for stream, _ in streams:
                 stream.close()
+            if prefault is not None:
+                prefault.close()
+                with self._stats_lock:
+                    self.stats.prefaulted_bytes += prefault.mapped
 
     def _parse_head(self, task: _Task, cursor: _Cursor, rng: _Range, limit: int) -> Optional[ArchiveHead]:
         """The item's archive head from at most ``limit`` peeked bytes; None: use torch.load."""

@@ -30,6 +30,7 @@ class LoadStats:
     relocated_items: int = 0  # items whose scattered middle had to be moved once (offset guessed wrong)
     bytes_from_peers: int = 0  # item bytes other ranks fetched and broadcast to this one (dedupe)
     device_bytes: int = 0  # bytes copied to GPU tensors asynchronously, straight from part buffers
+    prefaulted_bytes: int = 0  # destination memory mapped in by a thread ahead of the GETs
     seconds: float = 0.0
 
     @property
