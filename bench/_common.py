@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def materialize(obj: Any) -> Any:
+def materialize(obj: Any, touch: bool = True) -> Any:
     """A state_dict structure with its (meta) tensors replaced by zero CPU tensors, touched now so
-    that page faults do not land in a measured load."""
+    that page faults do not land in a measured load; ``touch=False``: torch.empty, untouched."""
     import torch
 
     if isinstance(obj, dict):
-        return {k: materialize(v) for k, v in obj.items()}
+        return {k: materialize(v, touch) for k, v in obj.items()}
     if isinstance(obj, torch.Tensor):
-        return torch.zeros(obj.shape, dtype=obj.dtype)
+        make = torch.zeros if touch else torch.empty
+        return make(obj.shape, dtype=obj.dtype)
     return obj
 
 

@@ -17,6 +17,8 @@ Cases
   dcp/full           dcp.load of every key                               s3torch, s3torchconnector, fsspec
   dcp/partial-10%    the first model weights up to 10% of the bytes      s3torch, s3torchconnector, fsspec
   dcp/spread         every 10th key: needed ranges spread over the file  s3torch, s3torchconnector, fsspec
+  dcp/full-fresh     dcp.load of every key into untouched tensors        s3torch, s3torchconnector, fsspec
+                     (torch.empty, as after to_empty): page faults count
 
 DCP data: two state_dicts ("mixed": bf16 weights, fp32 Adam moments, int64 steps, the demo's GPT-like
 model; "fp32": uniform fp32 tensors of 4 KiB up to 256 MiB), each saved by both libraries' writers (the
@@ -299,7 +301,7 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
 
         from _common import materialize
 
-        dest = materialize(zeros_like_state(structure, keep))
+        dest = materialize(zeros_like_state(structure, keep), touch=spec["scope"] != "full-fresh")
         result["bytes"] = tensor_bytes(dest)
         reader = _dcp_io(spec, "reader")
         run = lambda: dcp.load(dest, storage_reader=reader)  # noqa: E731
@@ -456,9 +458,10 @@ def plan(args: argparse.Namespace, have_ref: bool) -> List[Tuple[str, str, str, 
             out.append(
                 ("dcp/save", shape, tool, {"op": "save", "shape": shape, "prefix": prefix, "key": prefix})
             )
-    for scope in ("full", "partial-10%", "spread"):
+    for scope in ("full", "partial-10%", "spread", "full-fresh"):
         for shape in ("mixed", "fp32"):
-            for writer in ["s3torch", *refs]:
+            # Into untouched memory: which library wrote the checkpoint changes nothing there.
+            for writer in ["s3torch", *refs] if scope != "full-fresh" else ["s3torch"]:
                 data = f"{shape}, saved by {writer}"
                 for tool in ["s3torch", *refs, *fsspec]:
                     spec = {
