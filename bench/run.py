@@ -346,45 +346,58 @@ PRELOAD = (
 def serve() -> None:
     """The case server: imports PRELOAD, then runs each spec read from stdin in a process of its own,
     forked from this one, so that every case still has a fresh process (its own clients, CPU time and
-    RSS high-water mark). Writes one "RESULT json" or "ERROR json" line per spec."""
+    RSS high-water mark). Writes exactly one "RESULT json" or "ERROR json" line per spec."""
+    import gc
     import importlib
     import tempfile
 
     warnings.filterwarnings("ignore")
     # numpy's OpenBLAS starts a worker thread when loaded; the cases do no BLAS work.
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    # The answers get a descriptor of their own: what imports print goes to stderr, not into them.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     for name in PRELOAD:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:  # noqa: BLE001 - a tool that does not import is not measured (its cases fail)
             pass
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:  # a fork copies only the calling thread: another one's locks could never be released
         sys.exit(f"case server: {threads} threads after the imports, cannot fork safely")
+    # What exists now is never collected again: a collection inside a case would write to every
+    # page of this heap that the case shares, copying them in its measured time.
+    gc.collect()
+    gc.freeze()
     for line in sys.stdin:
         spec = json.loads(line)
-        with tempfile.TemporaryFile() as log:
+        with tempfile.TemporaryFile() as log, tempfile.TemporaryFile() as result:
             pid = os.fork()
             if pid == 0:
-                answer = os.dup(1)
-                os.dup2(log.fileno(), 1)  # what libraries print goes to the log, not into the protocol
+                os.dup2(log.fileno(), 1)
                 os.dup2(log.fileno(), 2)
+                code = 1
                 try:
-                    os.write(answer, ("RESULT " + json.dumps(child(spec)) + "\n").encode())
+                    result.write(json.dumps(child(spec)).encode())
+                    result.flush()
                     code = 0
-                except BaseException:  # the server answers, with the log
+                except BaseException:
                     import traceback
 
                     traceback.print_exc()
-                    code = 1
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(code)
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(code)
             _, status = os.waitpid(pid, 0)
+            result.seek(0)
+            got = result.read().decode()
             log.seek(0)
             text = log.read().decode(errors="replace")[-6000:]
-        if status != 0:
-            print("ERROR " + json.dumps(f"exit status {status}\n{text}"), flush=True)
+        if status == 0 and got:
+            answers.write(f"RESULT {got}\n")
+        else:
+            answers.write("ERROR " + json.dumps(f"exit status {status}\n{text}") + "\n")
 
 
 class CaseRunner:
@@ -421,14 +434,15 @@ class CaseRunner:
                 raise RuntimeError(f"{what} failed: {json.loads(line[len('ERROR ') :])}")
 
     def close(self, kill: bool = False) -> None:
-        """Ends the server: at the end of its input, or (kill, or if that takes long) by a kill."""
+        """Ends the server: at the end of its input, or (kill, a crash, or if that takes long) by
+        killing its process group, which also holds a case process it may have left behind."""
         assert self.proc.stdin is not None
         if not kill:
-            self.proc.stdin.close()
             try:
-                self.proc.wait(timeout=10)
-                return
-            except subprocess.TimeoutExpired:
+                self.proc.stdin.close()
+                if self.proc.wait(timeout=10) == 0:
+                    return
+            except (OSError, subprocess.TimeoutExpired):
                 pass
         try:
             os.killpg(self.proc.pid, 9)

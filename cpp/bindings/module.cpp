@@ -111,9 +111,11 @@ struct PyPrefault {
     prefault = std::make_unique<Prefault>(spans, &mapped);
   }
   void close() {
-    {
+    // Taken while holding the GIL: a second close() (another thread, or the destructor) finds nothing.
+    std::unique_ptr<Prefault> running = std::move(prefault);
+    if (running) {
       nb::gil_scoped_release release;
-      prefault.reset();
+      running.reset();
     }
     buffers.clear();  // PyBuffer_Release needs the GIL
   }
@@ -285,7 +287,12 @@ NB_MODULE(_core, m) {
       .def(nb::init<const nb::sequence &>(), nb::arg("buffers"))
       .def("close", &PyPrefault::close, "Stops the thread (at its next 8 MiB step) and releases the buffers")
       .def_prop_ro(
-          "mapped", [](const PyPrefault &p) { return p.mapped.load(); }, "Bytes mapped in so far");
+          "mapped", [](const PyPrefault &p) { return p.mapped.load(); }, "Bytes mapped in so far")
+      .def_prop_ro(
+          "finished", [](const PyPrefault &p) { return !p.prefault || p.prefault->finished(); },
+          "Whether its thread has stopped (or never started)")
+      .def_static("supported", &Prefault::supported,
+                  "Whether this kernel maps memory in on request (MADV_POPULATE_WRITE, Linux 5.14)");
 
   nb::class_<PyEtagPin>(m, "EtagPin",
                         "The object version (ETag) that the GETs given this pin must all read: the first "

@@ -1,5 +1,7 @@
 #include "s3torch/prefault.hpp"
 
+#include "s3torch/runtime.hpp"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,7 +21,7 @@ namespace {
 constexpr size_t kStep = size_t(8) << 20;
 }  // namespace
 
-Prefault::Prefault(const std::vector<Span> &spans, std::atomic<uint64_t> *populated) {
+Prefault::Prefault(const std::vector<Span> &spans, std::atomic<uint64_t> *populated) : pid_(getpid()) {
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   // Whole pages inside each span only: the bytes around one belong to someone else.
   std::vector<std::pair<uintptr_t, uintptr_t>> pages;
@@ -33,8 +35,13 @@ Prefault::Prefault(const std::vector<Span> &spans, std::atomic<uint64_t> *popula
     total += last - first;
   }
   if (total < kMinBytes) return;
+  done_ = false;
   try {
     thread_ = std::thread([this, page, pages = std::move(pages), populated] {
+      struct Done {
+        std::atomic<bool> &flag;
+        ~Done() { flag = true; }
+      } done{done_};
       std::vector<unsigned char> resident(kStep / page);
       for (const auto &[first, last] : pages) {
         for (uintptr_t p = first; p < last; p += kStep) {
@@ -56,12 +63,27 @@ Prefault::Prefault(const std::vector<Span> &spans, std::atomic<uint64_t> *popula
     });
   } catch (...) {
     // No thread (resource limits): the transfer faults its pages in as it writes them.
+    done_ = true;
   }
 }
 
 Prefault::~Prefault() {
   stop_.store(true, std::memory_order_relaxed);
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  if (forked_since(pid_)) {
+    new std::thread(std::move(thread_));  // leaked: joining (or dropping) a parent's thread is undefined
+    return;
+  }
+  thread_.join();
+}
+
+bool Prefault::supported() {
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void *p = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  const bool ok = madvise(p, page, MADV_POPULATE_WRITE) == 0;
+  munmap(p, page);
+  return ok;
 }
 
 }  // namespace s3torch

@@ -135,6 +135,16 @@ class Prefault:
     def mapped(self) -> int:
         """Bytes mapped in so far"""
 
+    @property
+    def finished(self) -> bool:
+        """Whether its thread has stopped (or never started)"""
+
+    @staticmethod
+    def supported() -> bool:
+        """
+        Whether this kernel maps memory in on request (MADV_POPULATE_WRITE, Linux 5.14)
+        """
+
 class EtagPin:
     """
     The object version (ETag) that the GETs given this pin must all read: the first response's, then sent as If-Match

@@ -4,13 +4,10 @@ no part buffer of the pool (the common dataset sample), and still one version of
 from __future__ import annotations
 
 import os
-import platform
-import re
-import sys
 
 import pytest
 
-from s3torch import S3Exception
+from s3torch import S3Exception, _core
 
 
 def _listed(client, bucket, key):
@@ -185,14 +182,6 @@ def test_an_object_overwritten_between_its_first_part_and_the_rest_raises(
     assert err.value.status == 412
 
 
-def _kernel_populates() -> bool:
-    """Whether madvise(MADV_POPULATE_WRITE) exists here (Linux 5.14)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    numbers = re.match(r"(\d+)\.(\d+)", platform.release())
-    return numbers is not None and (int(numbers[1]), int(numbers[2])) >= (5, 14)
-
-
 def test_a_large_read_maps_its_pages_in_ahead_of_the_transfer(seaweed_server, seaweed_bucket, make_client):
     """The bytes object a large read() returns is fresh memory: a thread maps its pages in while the
     parts arrive (cheaper than each first write faulting on an event-loop thread). Small reads start
@@ -206,7 +195,7 @@ def test_a_large_read_maps_its_pages_in_ahead_of_the_transfer(seaweed_server, se
     before = client.stats()["prefaulted_bytes"]
     assert client.get_object(seaweed_bucket, "large").read() == large
     mapped = client.stats()["prefaulted_bytes"] - before
-    if _kernel_populates():
+    if _core.Prefault.supported():
         # Whole pages of what follows the first part, up to all of them (it stops once the GET is done).
         assert 0 < mapped <= len(large) - PART and mapped % 4096 == 0
     else:

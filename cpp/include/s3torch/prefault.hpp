@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <thread>
+#include <sys/types.h>
 #include <vector>
 
 namespace s3torch {
@@ -29,12 +30,16 @@ class Prefault {
   Prefault(void *data, size_t size, std::atomic<uint64_t> *populated = nullptr)
       : Prefault(std::vector<Span>{{data, size}}, populated) {}
   ~Prefault();  // stops at the next step and waits for the thread
+  bool finished() const { return done_.load(); }  // the thread has stopped, or never started
+  static bool supported();  // whether this kernel maps memory in on request (MADV_POPULATE_WRITE)
   Prefault(const Prefault &) = delete;
   Prefault &operator=(const Prefault &) = delete;
 
  private:
   std::atomic<bool> stop_{false};
+  std::atomic<bool> done_{true};
   std::thread thread_;
+  pid_t pid_;  // a forked child has no such thread: it must not wait for it
 };
 
 }  // namespace s3torch

@@ -333,13 +333,15 @@ class ConcurrentPlanLoader:
                 with self._stats_lock:
                     self._open_streams -= 1
         finally:
-            # Failed or cancelled: closing stops every write into the tensors at once.
-            for stream, _ in streams:
-                stream.close()
-            if prefault is not None:
-                prefault.close()
-                with self._stats_lock:
-                    self.stats.prefaulted_bytes += prefault.mapped
+            try:
+                # Failed or cancelled: closing stops every write into the tensors at once.
+                for stream, _ in streams:
+                    stream.close()
+            finally:
+                if prefault is not None:
+                    prefault.close()
+                    with self._stats_lock:
+                        self.stats.prefaulted_bytes += prefault.mapped
 
     def _parse_head(self, task: _Task, cursor: _Cursor, rng: _Range, limit: int) -> Optional[ArchiveHead]:
         """The item's archive head from at most ``limit`` peeked bytes; None: use torch.load."""
