@@ -421,17 +421,16 @@ class CaseRunner:
         self.proc.stdin.write(json.dumps(spec) + "\n")
         self.proc.stdin.flush()
         what = f"{spec['op']} {spec['tool']}"
-        while True:
-            if not select.select([self.proc.stdout], [], [], self.timeout)[0]:
-                self.close(kill=True)
-                raise RuntimeError(f"{what}: no result within {self.timeout:.0f} s")
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{what}: the case server exited ({self.proc.wait()})")
-            if line.startswith("RESULT "):
-                return dict(json.loads(line[len("RESULT ") :]))
-            if line.startswith("ERROR "):
-                raise RuntimeError(f"{what} failed: {json.loads(line[len('ERROR ') :])}")
+        if not select.select([self.proc.stdout], [], [], self.timeout)[0]:
+            self.close(kill=True)
+            raise RuntimeError(f"{what}: no result within {self.timeout:.0f} s")
+        line = self.proc.stdout.readline()  # the server's one answer to this spec
+        if line.startswith("RESULT "):
+            return dict(json.loads(line[len("RESULT ") :]))
+        if line.startswith("ERROR "):
+            raise RuntimeError(f"{what} failed: {json.loads(line[len('ERROR ') :])}")
+        self.close(kill=True)
+        raise RuntimeError(f"{what}: the case server exited or answered {line!r} ({self.proc.returncode})")
 
     def close(self, kill: bool = False) -> None:
         """Ends the server: at the end of its input, or (kill, a crash, or if that takes long) by

@@ -469,7 +469,9 @@ NB_MODULE(_core, m) {
             {
               nb::gil_scoped_release release;
               if (known) std::memcpy(dst, head->data(), known);
-              if (start + known < end) c.get_fresh(bucket, key, start + known, end, dst + known, std::move(pin), whole_object);
+              if (start + known < end) {
+                c.get_fresh(bucket, key, start + known, end, dst + known, std::move(pin), whole_object);
+              }
             }
             return bytes;
           },
