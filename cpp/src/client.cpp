@@ -1,6 +1,7 @@
 #include "s3torch/client.hpp"
 
 #include <aws/auth/credentials.h>
+#include <aws/checksums/crc.h>
 #include <aws/common/date_time.h>
 #include <aws/common/encoding.h>
 #include <aws/common/string.h>
@@ -357,16 +358,45 @@ struct WholeGet : RequestBase {
   }
 };
 
-// The upload's full-object checksum (CompleteMultipartUpload, on an event-loop thread): the CRC32C
-// of every byte written, base64 of its big-endian bytes as S3 writes checksums. With it the object
+// The CRT's review of a multipart upload's parts (on an event-loop thread, before it completes the
+// upload): the full-object CRC32C is combined from the parts' own, in part order. A part without a
+// CRC32C leaves it unknown, and the upload then fails rather than send a wrong one.
+int review_parts(aws_s3_meta_request *, const aws_s3_upload_review *review, void *user_data) noexcept {
+  auto *st = static_cast<PutStream::State *>(static_cast<RequestBase *>(user_data));
+  std::optional<uint32_t> crc;
+  if (review->part_count == 0) crc = 0;  // the CRC32C of no bytes
+  for (size_t i = 0; i < review->part_count; ++i) {
+    const aws_s3_upload_part_review &part = review->part_array[i];
+    uint8_t be[8] = {0};
+    aws_byte_buf raw = aws_byte_buf_from_empty_array(be, sizeof be);
+    if (review->checksum_algorithm != AWS_SCA_CRC32C || aws_base64_decode(&part.checksum, &raw) != AWS_OP_SUCCESS ||
+        raw.len != 4) {
+      crc.reset();
+      break;
+    }
+    uint32_t c = uint32_t(be[0]) << 24 | uint32_t(be[1]) << 16 | uint32_t(be[2]) << 8 | uint32_t(be[3]);
+    crc = crc ? aws_checksums_crc32c_combine(*crc, c, part.size) : c;
+  }
+  std::lock_guard<std::mutex> lock(st->mu);
+  st->crc32c = crc;
+  return AWS_OP_SUCCESS;
+}
+
+// The upload's full-object checksum (CompleteMultipartUpload, on the event-loop thread that just ran
+// review_parts): base64 of the CRC32C's big-endian bytes, as S3 writes checksums. With it the object
 // gets a FULL_OBJECT checksum instead of a composite one, which a whole-object GET can check.
 aws_string *full_object_crc32c(aws_s3_meta_request *, void *user_data) noexcept {
   auto *st = static_cast<PutStream::State *>(user_data);
-  uint32_t crc;
+  std::optional<uint32_t> known;
   {
-    std::lock_guard<std::mutex> lock(st->crc_mu);
-    crc = st->crc32c;
+    std::lock_guard<std::mutex> lock(st->mu);
+    known = st->crc32c;
   }
+  if (!known) {
+    aws_raise_error(AWS_ERROR_INVALID_STATE);
+    return nullptr;
+  }
+  uint32_t crc = *known;
   uint8_t be[4] = {uint8_t(crc >> 24), uint8_t(crc >> 16), uint8_t(crc >> 8), uint8_t(crc)};
   aws_byte_cursor raw = aws_byte_cursor_from_array(be, sizeof be);
   uint8_t text[16] = {0};
@@ -553,6 +583,7 @@ std::unique_ptr<PutStream> Client::put(const std::string &bucket, const std::str
     checksum.full_object_checksum_callback = full_object_crc32c;
     checksum.user_data = st.get();  // lives until the CRT's shutdown callback
     o.checksum_config = &checksum;
+    o.upload_review_callback = review_parts;
   }
   st->launch(o, m, st);
   return std::make_unique<PutStream>(st);

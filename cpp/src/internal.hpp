@@ -157,10 +157,11 @@ struct DirectGet::State : RequestBase {
 
 struct PutStream::State : RequestBase {
   uint64_t written = 0;
-  // CRC32C of every byte written, in order: sent as the object's full-object checksum when the upload
-  // completes (the CRT asks on an event-loop thread after the last write was taken).
-  std::mutex crc_mu;
-  uint32_t crc32c = 0;
+  // CRC32C of every byte written, in order: sent as the object's full-object checksum when a multipart
+  // upload completes. Combined from the CRC32C the CRT computed for each part's trailer (its review
+  // of the parts, just before it asks for this on the same event-loop thread), so that no pass of our
+  // own over the bytes is needed. Under mu.
+  std::optional<uint32_t> crc32c;
   bool closed = false;
   bool aborted = false;
 };

@@ -1,6 +1,5 @@
 #include "s3torch/put_stream.hpp"
 
-#include <aws/checksums/crc.h>
 #include <aws/io/future.h>
 
 #include <cstdint>
@@ -39,10 +38,6 @@ void PutStream::write(const uint8_t *data, size_t n) {
     throw UsageError("write to a closed writer (s3://" + st_->bucket + "/" + st_->key + ")");
   }
   if (n == 0) return;
-  {
-    std::lock_guard<std::mutex> lock(st_->crc_mu);
-    st_->crc32c = aws_checksums_crc32c_ex(data, n, st_->crc32c);
-  }
   int err = write_and_wait(st_->meta, data, n, false);
   if (err != 0) {
     st_->aborted = true;

@@ -50,11 +50,16 @@ def _read_whole(client, bucket: str, key: str) -> bytes:
     return client.get_object(bucket, key, object_info=_listed(client, bucket, key)).read()
 
 
-def test_our_uploads_store_a_full_object_crc32c(seaweed_server, seaweed_bucket, make_client):
+@pytest.mark.parametrize("size", [96 * 1024, 9 * MiB + 12345], ids=["one-part", "two-parts"])
+def test_our_uploads_store_a_full_object_crc32c(seaweed_server, seaweed_bucket, make_client, size):
     """Whatever its size, an object we write carries the CRC32C of all its bytes (FULL_OBJECT), not a
-    checksum of part checksums: any reader, ours or an SDK, can check a whole-object GET against it."""
-    data = os.urandom(96 * 1024)
-    _put(make_client(seaweed_server), seaweed_bucket, "obj", data)
+    checksum of part checksums: any reader, ours or an SDK, can check a whole-object GET against it.
+    A multipart upload's is combined from its parts' CRC32Cs (no pass of its own over the bytes):
+    written in uneven pieces, it must still be the CRC32C of the whole."""
+    data = os.urandom(size)
+    with make_client(seaweed_server).put_object(seaweed_bucket, "obj") as writer:
+        for at in range(0, size, 3 * MiB + 7):
+            writer.write(data[at : at + 3 * MiB + 7])
     head = seaweed_server.boto3_client().get_object(Bucket=seaweed_bucket, Key="obj", ChecksumMode="ENABLED")
     headers = head["ResponseMetadata"]["HTTPHeaders"]
     assert headers["x-amz-checksum-crc32c"] == base64.b64encode(_crc32c(data).to_bytes(4, "big")).decode()
