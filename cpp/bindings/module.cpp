@@ -344,6 +344,12 @@ NB_MODULE(_core, m) {
   m.def("_set_map_failures", &set_map_failures, nb::arg("count"),
         "Tests only: the next `count` part-buffer mappings fail (their requests must fail cleanly)");
 
+  nb::class_<UploadLoan>(m, "UploadLoan",
+                         "Caller memory an upload sends parts from in place (PutObjectStream.write_lent)")
+      .def_prop_ro("returned", &UploadLoan::returned, "whether the CRT let go of every part lent over it")
+      .def("wait", &UploadLoan::wait, nb::arg("timeout_s"), nb::call_guard<nb::gil_scoped_release>(),
+           "waits up to timeout_s for every lent part to come back; returns whether they did");
+
   nb::class_<PutStream>(m, "PutObjectStream")
       .def(
           "write",
@@ -354,9 +360,28 @@ NB_MODULE(_core, m) {
             return b.size();
           },
           nb::arg("data"))
+      .def(
+          "write_lent",
+          [](PutStream &s, nb::handle data, std::shared_ptr<UploadLoan> loan, uintptr_t owner_start,
+             uintptr_t owner_end) {
+            Buffer b(data, false);
+            auto at = reinterpret_cast<uintptr_t>(b.data());
+            nb::gil_scoped_release release;
+            if (at < owner_start || at > owner_end || b.size() > owner_end - at) {
+              s.write(b.data(), b.size());  // not the owner's memory: nothing can keep it unchanged
+            } else {
+              s.write_lent(b.data(), b.size(), loan);
+            }
+            return b.size();
+          },
+          nb::arg("data"), nb::arg("loan"), nb::arg("owner_start"), nb::arg("owner_end"),
+          "write() of bytes inside [owner_start, owner_end), memory the caller keeps valid and unchanged "
+          "until `loan` (from new_loan()) came back: whole parts inside them are sent from them in place")
+      .def("new_loan", &PutStream::new_loan, "a loan for write_lent, counted with the stream's others")
       .def("close", &PutStream::close, nb::call_guard<nb::gil_scoped_release>())
       .def("abort", &PutStream::abort, nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro("bytes_written", &PutStream::bytes_written)
+      .def_prop_ro("part_size", &PutStream::part_size)
       .def_prop_ro("closed", &PutStream::closed)
       .def_prop_ro("bucket", &PutStream::bucket)
       .def_prop_ro("key", &PutStream::key);

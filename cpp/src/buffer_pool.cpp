@@ -92,6 +92,7 @@ struct Ticket {
   Slab *slab = nullptr;     // part-size buffer from this slab
   Mapping own;              // odd-size buffer with its own mapping
   std::shared_ptr<ScatterMap> scatter;  // the GET stream's, if it has one
+  std::shared_ptr<UploadLoan> loan;     // a lent slice of an upload's bytes: handed over full
   int pid = 0;
 };
 
@@ -249,7 +250,10 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
 
   void release(Ticket *t) noexcept {
-    if (t->direct) return;  // caller memory: nothing to return
+    if (t->direct) {  // caller memory: nothing to return to the pool
+      if (t->loan) t->loan->give_back();
+      return;
+    }
     std::vector<std::pair<aws_future_s3_buffer_ticket *, Ticket *>> grants;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -332,6 +336,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   // DirectSink (null once the sink is full), or the stream's ScatterMap in `scatter`.
   aws_s3_buffer_ticket *route(const aws_s3_buffer_pool_reserve_meta &meta, std::shared_ptr<ScatterMap> &scatter) {
     uint8_t *data = nullptr;
+    std::shared_ptr<UploadLoan> loan;
     {
       std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
       auto it = receivers_.find(meta.meta_request);
@@ -345,11 +350,16 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       uint64_t offset = g_direct_fault ? sink->size - sink->assigned - meta.size : sink->assigned;
       data = sink->base + offset;
       sink->assigned += meta.size;
+      loan = sink->loan;
     }
     Ticket *t = new_ticket(meta.size);
     t->charge = 0;
     t->direct = true;
     t->data = data;
+    if (loan) {
+      loan->lend();
+      t->loan = std::move(loan);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     stats_.direct_tickets++;
     return &t->base;
@@ -555,7 +565,7 @@ aws_byte_buf ticket_claim(aws_s3_buffer_ticket *base) noexcept {
   aws_byte_buf buf{};
   buf.buffer = data;
   buf.capacity = t->size;
-  buf.len = 0;
+  buf.len = t->loan ? t->size : 0;  // a lent slice holds the upload's next bytes already
   buf.allocator = nullptr;  // not ours to free: the pool owns it
   return buf;
 }

@@ -164,6 +164,7 @@ struct PutStream::State : RequestBase {
   std::optional<uint32_t> crc32c;
   bool closed = false;
   bool aborted = false;
+  std::shared_ptr<UploadLoan> lent = std::make_shared<UploadLoan>();  // every part lent (write_lent)
 };
 
 // A request's state with its identity filled in (the owner keeps the client alive for callbacks).

@@ -1,7 +1,9 @@
 #include "s3torch/put_stream.hpp"
 
 #include <aws/io/future.h>
+#include <aws/s3/s3_buffer_pool.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "internal.hpp"
@@ -32,12 +34,15 @@ int write_and_wait(aws_s3_meta_request *meta, const uint8_t *data, size_t n, boo
 
 }  // namespace
 
-void PutStream::write(const uint8_t *data, size_t n) {
+void PutStream::check_writable() const {
   check_same_process(*st_);
   if (st_->closed || st_->aborted) {
     throw UsageError("write to a closed writer (s3://" + st_->bucket + "/" + st_->key + ")");
   }
-  if (n == 0) return;
+}
+
+// Hands n bytes to the CRT and waits until it took them; a failure aborts the upload and throws.
+void PutStream::hand_over(const uint8_t *data, size_t n) {
   int err = write_and_wait(st_->meta, data, n, false);
   if (err != 0) {
     st_->aborted = true;
@@ -47,6 +52,54 @@ void PutStream::write(const uint8_t *data, size_t n) {
   }
   st_->written += n;
   st_->owner->counters->bytes_uploaded += n;
+}
+
+void PutStream::write(const uint8_t *data, size_t n) {
+  check_writable();
+  if (n == 0) return;
+  hand_over(data, n);
+}
+
+std::shared_ptr<UploadLoan> PutStream::new_loan() const { return std::make_shared<UploadLoan>(st_->lent); }
+
+void PutStream::write_lent(const uint8_t *data, size_t n, const std::shared_ptr<UploadLoan> &loan) {
+  check_writable();
+  if (n == 0) return;
+#ifdef AWS_S3_S3TORCH_IN_PLACE_PARTS
+  // Every part is exactly part_size bytes (the last aside): the part being filled holds written %
+  // part of them. Bytes up to its end are copied into it; each whole part after that is lent.
+  const uint64_t part = part_size();
+  const uint64_t head = (part - st_->written % part) % part;
+  std::shared_ptr<BufferPool> pool = st_->owner->pool;
+  if (pool && part > 0 && n >= head + part) {
+    DirectSink sink;
+    sink.base = const_cast<uint8_t *>(data) + head;  // never written: lent buffers come full
+    sink.size = (n - head) / part * part;
+    sink.loan = loan;
+    // No more parts lent at once than the pool would hold copied: the caller's memory (a save's CPU
+    // copies of GPU tensors) is then held no longer than copies of it would have been.
+    const uint64_t window = std::max<uint64_t>(2, pool->stats().limit_bytes / part);
+    // Only this write's reservations (all made before it returns) may see the sink.
+    struct Registration {
+      BufferPool &pool;
+      const aws_s3_meta_request *meta;
+      ~Registration() { pool.remove_receiver(meta); }
+    } registration{*pool, st_->meta};
+    pool->add_receiver(st_->meta, PoolReceiver{&sink, nullptr});
+    if (head) hand_over(data, head);
+    for (uint64_t at = head; at < head + sink.size; at += part) {
+      while (!st_->lent->wait_below(window, 1.0)) {
+        std::lock_guard<std::mutex> lock(st_->mu);
+        if (st_->finished) break;  // the upload failed: the next hand-over says so
+      }
+      hand_over(data + at, part);
+    }
+    if (n > head + sink.size) hand_over(data + head + sink.size, n - head - sink.size);
+    st_->owner->counters->bytes_uploaded_in_place += sink.assigned;
+    return;
+  }
+#endif
+  hand_over(data, n);
 }
 
 void PutStream::close() {
@@ -72,6 +125,7 @@ void PutStream::abort() {
 }
 
 uint64_t PutStream::bytes_written() const { return st_->written; }
+uint64_t PutStream::part_size() const { return st_->owner->config.part_size; }
 bool PutStream::closed() const { return st_->closed || st_->aborted; }
 const std::string &PutStream::bucket() const { return st_->bucket; }
 const std::string &PutStream::key() const { return st_->key; }

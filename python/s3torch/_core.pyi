@@ -160,8 +160,30 @@ class EtagPin:
     @property
     def etag(self) -> str | None: ...
 
+class UploadLoan:
+    """
+    Caller memory an upload sends parts from in place (PutObjectStream.write_lent)
+    """
+
+    @property
+    def returned(self) -> bool:
+        """whether the CRT let go of every part lent over it"""
+
+    def wait(self, timeout_s: float) -> bool:
+        """
+        waits up to timeout_s for every lent part to come back; returns whether they did
+        """
+
 class PutObjectStream:
     def write(self, data: object) -> int: ...
+
+    def write_lent(self, data: object, loan: UploadLoan, owner_start: int, owner_end: int) -> int:
+        """
+        write() of bytes inside [owner_start, owner_end), memory the caller keeps valid and unchanged until `loan` (from new_loan()) came back: whole parts inside them are sent from them in place
+        """
+
+    def new_loan(self) -> UploadLoan:
+        """a loan for write_lent, counted with the stream's others"""
 
     def close(self) -> None: ...
 
@@ -169,6 +191,9 @@ class PutObjectStream:
 
     @property
     def bytes_written(self) -> int: ...
+
+    @property
+    def part_size(self) -> int: ...
 
     @property
     def closed(self) -> bool: ...

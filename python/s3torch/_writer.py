@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import threading
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
+
+_held: List[Tuple[Any, Any]] = []  # (loan, owner) of ended uploads whose parts the CRT still held
+_held_lock = threading.Lock()
 
 
 class S3Writer(io.BufferedIOBase):
@@ -19,6 +22,7 @@ class S3Writer(io.BufferedIOBase):
         self._position = 0
         self._closed = False
         self._lock = threading.Lock()  # close/abort from two threads: one of them finishes the upload
+        self._lent: List[Tuple[Any, Any]] = []  # (loan, owner) of _write_lent, until the loan is back
 
     @property
     def bucket(self) -> str:
@@ -44,6 +48,30 @@ class S3Writer(io.BufferedIOBase):
         self._position += n
         return n
 
+    def _write_lent(self, data: Any, owner: Any, start: int, end: int) -> int:
+        """write() of bytes inside the memory [start, end) that ``owner`` keeps alive and that stays
+        unchanged until the upload ends (a tensor's storage during a save): each whole part inside them
+        is sent from that memory in place instead of being copied. ``owner`` is held until the upload
+        let go of those parts. Bytes outside [start, end) are written as write() writes them."""
+        if self._closed:
+            raise ValueError(f"write to a closed S3Writer (s3://{self.bucket}/{self.key})")
+        loan = self.stream.new_loan()
+        self._lent.append((loan, owner))  # held whatever happens: a failed write may keep a part
+        try:
+            n = self.stream.write_lent(data, loan, start, end)
+        finally:
+            self._lent = [held for held in self._lent if not held[0].returned]
+        self._position += n
+        return n
+
+    def _let_go(self) -> None:
+        """Drops the owners of lent memory once the upload ended. The CRT returns a part as its request
+        ends; after a failure it may keep one until the native stream is gone: such owners stay in a
+        list of this module, dropped as their loans come back (checked whenever a writer ends)."""
+        with _held_lock:
+            _held[:] = [held for held in _held + self._lent if not held[0].returned]
+        self._lent = []
+
     def tell(self) -> int:
         return self._position
 
@@ -58,7 +86,10 @@ class S3Writer(io.BufferedIOBase):
             if self._closed:
                 return
             self._closed = True
-            self.stream.close()
+            try:
+                self.stream.close()
+            finally:
+                self._let_go()
 
     def abort(self) -> None:
         """Abandon the upload; nothing is written to the bucket."""
@@ -66,7 +97,10 @@ class S3Writer(io.BufferedIOBase):
             if self._closed:
                 return
             self._closed = True
-            self.stream.abort()
+            try:
+                self.stream.abort()
+            finally:
+                self._let_go()
 
     @property
     def closed(self) -> bool:  # type: ignore[override]

@@ -8,6 +8,8 @@
 // each, whatever the size asked): a reservation that does not fit waits (FIFO, uploads' included) until
 // a ticket is released, so a slow consumer stalls the download instead of growing memory. Tickets keep the pool alive, so chunks may outlive the client.
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -69,13 +71,56 @@ struct PoolStats {
   }
 };
 
+// Caller memory that an upload sends whole parts from, in place (PutStream::write_lent): counts the
+// part buffers lent over it that the CRT still holds. The memory must stay valid and unchanged until
+// every one came back.
+class UploadLoan {
+ public:
+  // `total`: a loan that also counts every buffer lent under this one (all of one upload's).
+  explicit UploadLoan(std::shared_ptr<UploadLoan> total = nullptr) : total_(std::move(total)) {}
+  void lend() {
+    if (total_) total_->lend();
+    std::lock_guard<std::mutex> lock(mu_);
+    ++out_;
+  }
+  void give_back() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --out_;
+    }
+    cv_.notify_all();
+    if (total_) total_->give_back();
+  }
+  bool returned() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return out_ == 0;
+  }
+  // Waits up to `timeout_s` for every lent buffer to come back; returns whether they did.
+  bool wait(double timeout_s) const { return wait_below(1, timeout_s); }
+  // Waits up to `timeout_s` until fewer than `n` lent buffers are out; returns whether they are.
+  bool wait_below(uint64_t n, double timeout_s) const {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return out_ < n; });
+  }
+
+ private:
+  std::shared_ptr<UploadLoan> total_;
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  uint64_t out_ = 0;
+};
+
 // Caller memory that the part requests of one registered GET receive into, in part order: the pool
 // hands its tickets consecutive slices instead of pool buffers, outside the memory limit (the memory
-// is the caller's). DirectGet checks every delivered part landed where its object offset says.
+// is the caller's). DirectGet checks every delivered part landed where its object offset says. An
+// upload's sink (with a loan) is the bytes being written, lent as the buffers of its whole parts.
 struct DirectSink {
   uint8_t *base = nullptr;
   uint64_t size = 0;
   uint64_t assigned = 0;  // bytes handed to tickets so far (under the pool's direct lock)
+  // Set for an upload's sink: its slices are lent as part buffers that come full (the CRT takes them
+  // in place, our patch 0007) and are counted here until the CRT returns them.
+  std::shared_ptr<UploadLoan> loan;
 };
 
 // Whether this build can scatter: it needs the `append` entry our edit adds to aws-c-s3's ticket

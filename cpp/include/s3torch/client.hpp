@@ -89,6 +89,7 @@ struct Counters {
   std::atomic<uint64_t> failed_attempts{0};    // HTTP requests that failed (and were retried or not)
   std::atomic<uint64_t> bytes_downloaded{0};   // body bytes delivered to streams
   std::atomic<uint64_t> bytes_uploaded{0};     // body bytes accepted by put streams
+  std::atomic<uint64_t> bytes_uploaded_in_place{0};  // of those, sent from the caller's memory (write_lent)
   std::atomic<uint64_t> chunk_copies{0};       // bodies delivered without a pool ticket (copied once)
   std::atomic<uint64_t> direct_gets{0};        // GETs into caller memory (get_into)
   std::atomic<uint64_t> direct_bytes{0};       // body bytes that arrived in place, in caller memory
@@ -108,6 +109,7 @@ struct Counters {
     f("failed_attempts", failed_attempts.load());
     f("bytes_downloaded", bytes_downloaded.load());
     f("bytes_uploaded", bytes_uploaded.load());
+    f("bytes_uploaded_in_place", bytes_uploaded_in_place.load());
     f("chunk_copies", chunk_copies.load());
     f("direct_gets", direct_gets.load());
     f("direct_bytes", direct_bytes.load());

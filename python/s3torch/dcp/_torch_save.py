@@ -54,6 +54,7 @@ class _CrcSink:
 
     def __init__(self, out: Any) -> None:
         self._out = out
+        self._owner: Any = None
         self.pos = 0  # bytes received: the archive offset of the next byte
         self._mode = "pass"
         self._held = bytearray()
@@ -92,8 +93,10 @@ class _CrcSink:
             flush()
 
     # -- records
-    def begin_record(self) -> None:
+    def begin_record(self, owner: Any = None) -> None:
+        """``owner``: the record's storage, when its bytes may be lent to the upload (see _emit)."""
         self._mode = "record"
+        self._owner = owner
         self._start = self.pos
         self._header = bytearray()
         self._header_need = _LOCAL_HEADER.size  # bytes of local header needed to parse it
@@ -143,11 +146,32 @@ class _CrcSink:
                 del self._held[:cut]
 
     def _emit(self, payload: memoryview) -> None:
+        n = len(payload)
+        at = 0
+        lend = getattr(self._out, "_write_lent", None) if self._owner is not None else None
+        part = getattr(getattr(self._out, "stream", None), "part_size", 0) if lend is not None else 0
+        if lend is not None and part:
+            # The whole upload parts inside a storage's bytes are sent from the storage itself, which
+            # holds still until the save returns: no copy into a part buffer. Part by part, so that
+            # the upload reads each soon after its checksum did.
+            start = self._owner.data_ptr()
+            end = start + self._owner.nbytes()
+            head = -self._out.tell() % part
+            if n >= head + part:
+                self._copy_out(payload[:head])
+                for at in range(head, head + (n - head) // part * part, part):
+                    piece = payload[at : at + part]
+                    self._crc = _core.crc32(piece, self._crc)
+                    lend(piece, self._owner, start, end)
+                at += part
+        self._copy_out(payload[at:])
+        self._payload += n
+
+    def _copy_out(self, payload: memoryview) -> None:
         for at in range(0, len(payload), _SLICE):
             piece = payload[at : at + _SLICE]
             self._crc = _core.crc32(piece, self._crc)
             self._out.write(piece)
-        self._payload += len(payload)
 
     def end_record(self, name: str, nbytes: int) -> None:
         if self._error is not None:
@@ -236,7 +260,9 @@ class _Records:
         self._sink = sink
 
     def write_record(self, name: str, data: Any, nbytes: int) -> None:
-        self._sink.begin_record()
+        # A CPU storage's bytes may be lent to the upload (the writer holds the storage until done).
+        lendable = isinstance(data, torch.UntypedStorage) and data.device.type == "cpu" and nbytes > 0
+        self._sink.begin_record(data if lendable else None)
         self._writer.write_record(name, data, nbytes)
         self._sink.end_record(name, nbytes)
 
