@@ -159,6 +159,8 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
   void drop_c_self() { c_self_.reset(); }
 
+  uint64_t limit_bytes() const override { return limit_; }
+
   PoolStats stats() const override {
     std::lock_guard<std::mutex> lock(mu_);
     PoolStats s = stats_;

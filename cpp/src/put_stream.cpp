@@ -78,7 +78,7 @@ void PutStream::write_lent(const uint8_t *data, size_t n, const std::shared_ptr<
     sink.loan = loan;
     // No more parts lent at once than the pool would hold copied: the caller's memory (a save's CPU
     // copies of GPU tensors) is then held no longer than copies of it would have been.
-    const uint64_t window = std::max<uint64_t>(2, pool->stats().limit_bytes / part);
+    const uint64_t window = std::max<uint64_t>(2, pool->limit_bytes() / part);
     // Only this write's reservations (all made before it returns) may see the sink.
     struct Registration {
       BufferPool &pool;
@@ -125,7 +125,8 @@ void PutStream::abort() {
 }
 
 uint64_t PutStream::bytes_written() const { return st_->written; }
-uint64_t PutStream::part_size() const { return st_->owner->config.part_size; }
+// As the CRT sizes an upload's parts when it does not know the length: the client's, at least 5 MiB.
+uint64_t PutStream::part_size() const { return std::max<uint64_t>(st_->owner->config.part_size, 5ull << 20); }
 bool PutStream::closed() const { return st_->closed || st_->aborted; }
 const std::string &PutStream::bucket() const { return st_->bucket; }
 const std::string &PutStream::key() const { return st_->key; }

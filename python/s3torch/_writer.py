@@ -10,6 +10,12 @@ _held: List[Tuple[Any, Any]] = []  # (loan, owner) of ended uploads whose parts 
 _held_lock = threading.Lock()
 
 
+def _prune_held() -> None:
+    """Drops the owners in ``_held`` whose memory the CRT gave back (called as lent writes start or end)."""
+    with _held_lock:
+        _held[:] = [held for held in _held if not held[0].returned]
+
+
 class S3Writer(io.BufferedIOBase):
     """Bytes written are uploaded in parts while you write; ``close()`` completes the upload.
 
@@ -55,6 +61,7 @@ class S3Writer(io.BufferedIOBase):
         let go of those parts. Bytes outside [start, end) are written as write() writes them."""
         if self._closed:
             raise ValueError(f"write to a closed S3Writer (s3://{self.bucket}/{self.key})")
+        _prune_held()
         loan = self.stream.new_loan()
         self._lent.append((loan, owner))  # held whatever happens: a failed write may keep a part
         try:
@@ -69,8 +76,9 @@ class S3Writer(io.BufferedIOBase):
         ends; after a failure it may keep one until the native stream is gone: such owners stay in a
         list of this module, dropped as their loans come back (checked whenever a writer ends)."""
         with _held_lock:
-            _held[:] = [held for held in _held + self._lent if not held[0].returned]
+            _held.extend(held for held in self._lent if not held[0].returned)
         self._lent = []
+        _prune_held()
 
     def tell(self) -> int:
         return self._position

@@ -7,6 +7,7 @@
 // Larger ones get their own mapping. A hard byte limit bounds what granted tickets occupy (a part buffer
 // each, whatever the size asked): a reservation that does not fit waits (FIFO, uploads' included) until
 // a ticket is released, so a slow consumer stalls the download instead of growing memory. Tickets keep the pool alive, so chunks may outlive the client.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -74,7 +75,9 @@ struct PoolStats {
 // Caller memory that an upload sends whole parts from, in place (PutStream::write_lent): counts the
 // part buffers lent over it that the CRT still holds. The memory must stay valid and unchanged until
 // every one came back.
-class UploadLoan {
+// Derives from enable_shared_from_this so that a loan passed back from Python is this shared_ptr, not
+// one whose deleter takes the GIL (a CRT thread releasing the last lent ticket must never need it).
+class UploadLoan : public std::enable_shared_from_this<UploadLoan> {
  public:
   // `total`: a loan that also counts every buffer lent under this one (all of one upload's).
   explicit UploadLoan(std::shared_ptr<UploadLoan> total = nullptr) : total_(std::move(total)) {}
@@ -99,6 +102,9 @@ class UploadLoan {
   bool wait(double timeout_s) const { return wait_below(1, timeout_s); }
   // Waits up to `timeout_s` until fewer than `n` lent buffers are out; returns whether they are.
   bool wait_below(uint64_t n, double timeout_s) const {
+    // Clamped (NaN, infinity, a year and more: a year) so that the conversion cannot overflow.
+    if (!(timeout_s >= 0)) timeout_s = timeout_s < 0 ? 0 : 3.2e7;
+    timeout_s = std::min(timeout_s, 3.2e7);
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return out_ < n; });
   }
@@ -164,6 +170,7 @@ class BufferPool {
  public:
   virtual ~BufferPool() = default;
   virtual PoolStats stats() const = 0;
+  virtual uint64_t limit_bytes() const = 0;  // the hard limit (cheap: stats() also counts residency)
   // Registration of a GET's receiver. Hold lock_receivers() across making the meta request and
   // add_receiver, so that its first reservation (on a CRT thread) cannot run before the registration.
   virtual std::unique_lock<std::recursive_mutex> lock_receivers() = 0;
