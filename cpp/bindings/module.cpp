@@ -346,9 +346,7 @@ NB_MODULE(_core, m) {
 
   nb::class_<UploadLoan>(m, "UploadLoan",
                          "Caller memory an upload sends parts from in place (PutObjectStream.write_lent)")
-      .def_prop_ro("returned", &UploadLoan::returned, "whether the CRT let go of every part lent over it")
-      .def("wait", &UploadLoan::wait, nb::arg("timeout_s"), nb::call_guard<nb::gil_scoped_release>(),
-           "waits up to timeout_s for every lent part to come back; returns whether they did");
+      .def_prop_ro("returned", &UploadLoan::returned, "whether the CRT let go of every part lent over it");
 
   nb::class_<PutStream>(m, "PutObjectStream")
       .def(

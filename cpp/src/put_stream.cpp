@@ -71,7 +71,7 @@ void PutStream::write_lent(const uint8_t *data, size_t n, const std::shared_ptr<
   const uint64_t part = part_size();
   const uint64_t head = (part - st_->written % part) % part;
   std::shared_ptr<BufferPool> pool = st_->owner->pool;
-  if (pool && part > 0 && n >= head + part) {
+  if (pool && n >= head + part) {
     DirectSink sink;
     sink.base = const_cast<uint8_t *>(data) + head;  // never written: lent buffers come full
     sink.size = (n - head) / part * part;

@@ -169,11 +169,6 @@ class UploadLoan:
     def returned(self) -> bool:
         """whether the CRT let go of every part lent over it"""
 
-    def wait(self, timeout_s: float) -> bool:
-        """
-        waits up to timeout_s for every lent part to come back; returns whether they did
-        """
-
 class PutObjectStream:
     def write(self, data: object) -> int: ...
 

@@ -7,7 +7,6 @@
 // Larger ones get their own mapping. A hard byte limit bounds what granted tickets occupy (a part buffer
 // each, whatever the size asked): a reservation that does not fit waits (FIFO, uploads' included) until
 // a ticket is released, so a slow consumer stalls the download instead of growing memory. Tickets keep the pool alive, so chunks may outlive the client.
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -98,13 +97,8 @@ class UploadLoan : public std::enable_shared_from_this<UploadLoan> {
     std::lock_guard<std::mutex> lock(mu_);
     return out_ == 0;
   }
-  // Waits up to `timeout_s` for every lent buffer to come back; returns whether they did.
-  bool wait(double timeout_s) const { return wait_below(1, timeout_s); }
   // Waits up to `timeout_s` until fewer than `n` lent buffers are out; returns whether they are.
   bool wait_below(uint64_t n, double timeout_s) const {
-    // Clamped (NaN, infinity, a year and more: a year) so that the conversion cannot overflow.
-    if (!(timeout_s >= 0)) timeout_s = timeout_s < 0 ? 0 : 3.2e7;
-    timeout_s = std::min(timeout_s, 3.2e7);
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, std::chrono::duration<double>(timeout_s), [&] { return out_ < n; });
   }

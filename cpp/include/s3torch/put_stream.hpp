@@ -20,7 +20,7 @@ class PutStream {
 
   void write(const uint8_t *data, size_t n);  // blocks until the CRT took the data; throws S3Error
   // write() of bytes that the caller keeps valid and unchanged until `loan` (made by new_loan()) came
-  // back (UploadLoan::wait; at the latest once the upload ended and the CRT let go of its parts): each
+  // back (UploadLoan::returned; at the latest once the upload ended and the CRT let go of its parts): each
   // whole part inside them is sent from them in place instead of being copied into a part buffer
   // (counted in bytes_uploaded_in_place), with no more parts of the upload lent at once than the pool
   // holds copied ones. Needs the bundled CRT (patch 0007); otherwise a plain write(). After a failure
