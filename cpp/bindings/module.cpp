@@ -12,6 +12,9 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "s3torch/buffer_pool.hpp"
 #include "s3torch/client.hpp"
@@ -134,6 +137,9 @@ nb::object info_tuple(const ObjectInfo &o) {
   return nb::make_tuple(o.key, o.etag, o.size, o.last_modified, o.storage_class, o.restore);
 }
 
+constexpr std::pair<Crc32Kernel, const char *> kCrc32Kernels[] = {
+    {Crc32Kernel::kTable, "table"}, {Crc32Kernel::kPclmul, "pclmul"}, {Crc32Kernel::kVpclmul, "vpclmul"}};
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -179,8 +185,31 @@ NB_MODULE(_core, m) {
         return s3torch::crc32(b.data(), b.size(), value);
       },
       nb::arg("data"), nb::arg("value") = 0,
-      "zlib's CRC-32 of a buffer, continuing from `value` (PCLMULQDQ folding where the CPU has it; "
-      "the GIL released)");
+      "zlib's CRC-32 of a buffer, continuing from `value` (VPCLMULQDQ or PCLMULQDQ folding where the CPU "
+      "has it; the GIL released)");
+  m.def(
+      "_crc32_kernels",
+      [] {
+        std::vector<std::string> names;
+        for (auto [kernel, name] : kCrc32Kernels) {
+          if (crc32_kernel_available(kernel)) names.emplace_back(name);
+        }
+        return names;
+      },
+      "The CRC-32 implementations this CPU runs (for tests: crc32 uses the last)");
+  m.def(
+      "_crc32_with",
+      [](const std::string &name, nb::handle data, uint32_t value) {
+        for (auto [kernel, known] : kCrc32Kernels) {
+          if (name != known) continue;
+          if (!crc32_kernel_available(kernel)) throw UsageError("this CPU lacks the CRC-32 kernel " + name);
+          Buffer b(data, false);
+          nb::gil_scoped_release release;
+          return crc32_with(kernel, b.data(), b.size(), value);
+        }
+        throw UsageError("no CRC-32 kernel named " + name);
+      },
+      nb::arg("kernel"), nb::arg("data"), nb::arg("value") = 0, "crc32 with the named implementation (for tests)");
 
   m.def("default_memory_limit", &aws_s3_default_memory_limit_for_throughput, nb::arg("throughput_target_gbps"),
         "The CRT's part-buffer memory limit for a throughput target when none is configured");

@@ -13,37 +13,39 @@ namespace s3torch {
 namespace {
 
 // Folding by carry-less multiplication for the bit-reflected polynomial 0xEDB88320 (Intel's "Fast CRC
-// Computation for Generic Polynomials Using PCLMULQDQ"): four 128-bit lanes are folded 64 bytes at a
-// time, then into one lane, then reduced to 32 bits (Barrett). The constants are x^k mod P for the
-// folding distances, P itself and floor(x^64 / P).
+// Computation for Generic Polynomials Using PCLMULQDQ"): 128-bit lanes are folded forward over the
+// data, then into one lane, then reduced to 32 bits (Barrett). Folding a lane D bytes forward takes the
+// constants x^(8D+32) and x^(8D-32) mod P (bit-reflected, shifted left by one); P itself and
+// floor(x^64 / P) serve the reduction.
+
 __attribute__((target("pclmul,sse4.1"))) inline __m128i fold_into(__m128i x, __m128i k, __m128i next) {
   __m128i lo = _mm_clmulepi64_si128(x, k, 0x00);
   __m128i hi = _mm_clmulepi64_si128(x, k, 0x11);
   return _mm_xor_si128(_mm_xor_si128(lo, hi), next);
 }
 
-// `state` is the running (inverted) CRC; n >= 64 and a multiple of 16.
-__attribute__((target("pclmul,sse4.1"))) uint32_t fold(uint32_t state, const uint8_t *p, size_t n) {
-  const __m128i by4 = _mm_set_epi64x(0x1c6e41596LL, 0x154442bd4LL);
-  const __m128i by1 = _mm_set_epi64x(0x0ccaa009eLL, 0x1751997d0LL);
+__attribute__((target("pclmul,sse4.1"))) inline __m128i load16(const uint8_t *q) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i *>(q));
+}
+
+// From four lanes holding the 64 bytes before p: the rest (a multiple of 16 bytes), then the CRC.
+__attribute__((target("pclmul,sse4.1"))) uint32_t fold_rest(__m128i x1, __m128i x2, __m128i x3, __m128i x4,
+                                                             const uint8_t *p, size_t n) {
+  const __m128i by4 = _mm_set_epi64x(0x1c6e41596LL, 0x154442bd4LL);  // D = 64
+  const __m128i by1 = _mm_set_epi64x(0x0ccaa009eLL, 0x1751997d0LL);  // D = 16
   const __m128i to32 = _mm_set_epi64x(0, 0x163cd6124LL);
   const __m128i barrett = _mm_set_epi64x(0x1f7011641LL, 0x1db710641LL);
   const __m128i low32 = _mm_set_epi32(0, 0, 0, -1);
-  auto load = [](const uint8_t *q) { return _mm_loadu_si128(reinterpret_cast<const __m128i *>(q)); };
-  __m128i x1 = _mm_xor_si128(load(p), _mm_cvtsi32_si128(static_cast<int>(state)));
-  __m128i x2 = load(p + 16), x3 = load(p + 32), x4 = load(p + 48);
-  p += 64;
-  n -= 64;
   for (; n >= 64; p += 64, n -= 64) {
-    x1 = fold_into(x1, by4, load(p));
-    x2 = fold_into(x2, by4, load(p + 16));
-    x3 = fold_into(x3, by4, load(p + 32));
-    x4 = fold_into(x4, by4, load(p + 48));
+    x1 = fold_into(x1, by4, load16(p));
+    x2 = fold_into(x2, by4, load16(p + 16));
+    x3 = fold_into(x3, by4, load16(p + 32));
+    x4 = fold_into(x4, by4, load16(p + 48));
   }
   x1 = fold_into(x1, by1, x2);
   x1 = fold_into(x1, by1, x3);
   x1 = fold_into(x1, by1, x4);
-  for (; n >= 16; p += 16, n -= 16) x1 = fold_into(x1, by1, load(p));
+  for (; n >= 16; p += 16, n -= 16) x1 = fold_into(x1, by1, load16(p));
   __m128i t = _mm_clmulepi64_si128(x1, by1, 0x10);  // 128 -> 64 bits
   x1 = _mm_xor_si128(_mm_srli_si128(x1, 8), t);
   t = _mm_srli_si128(x1, 4);  // 64 -> 32 bits
@@ -55,24 +57,101 @@ __attribute__((target("pclmul,sse4.1"))) uint32_t fold(uint32_t state, const uin
   return static_cast<uint32_t>(_mm_extract_epi32(x1, 1));
 }
 
-bool have_clmul() {
-  static const bool yes = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
-  return yes;
+// `state` is the running (inverted) CRC; n >= 64 and a multiple of 16.
+__attribute__((target("pclmul,sse4.1"))) uint32_t fold(uint32_t state, const uint8_t *p, size_t n) {
+  __m128i x1 = _mm_xor_si128(load16(p), _mm_cvtsi32_si128(static_cast<int>(state)));
+  return fold_rest(x1, load16(p + 16), load16(p + 32), load16(p + 48), p + 64, n - 64);
+}
+
+// The same with four 512-bit registers (16 lanes, 256 bytes a step): three times the speed on
+// cache-hot data, and on data read from memory as fast as memory delivers it (10 against 6.3 GB/s on
+// the development VM), which is where a save's first pass over a tensor's bytes is.
+__attribute__((target("avx512f,vpclmulqdq"))) inline __m512i fold_into(__m512i x, __m512i k, __m512i next) {
+  __m512i lo = _mm512_clmulepi64_epi128(x, k, 0x00);
+  __m512i hi = _mm512_clmulepi64_epi128(x, k, 0x11);
+  return _mm512_ternarylogic_epi64(lo, hi, next, 0x96);  // lo ^ hi ^ next
+}
+
+__attribute__((target("avx512f"))) inline __m512i load64(const uint8_t *q) { return _mm512_loadu_si512(q); }
+
+// n >= 256 and a multiple of 16.
+__attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.1"))) uint32_t fold_wide(uint32_t state, const uint8_t *p,
+                                                                              size_t n) {
+  const __m512i by16 = _mm512_set_epi64(0x1322d1430LL, 0x11542778aLL, 0x1322d1430LL, 0x11542778aLL,
+                                         0x1322d1430LL, 0x11542778aLL, 0x1322d1430LL, 0x11542778aLL);  // D = 256
+  const __m512i by4 = _mm512_set_epi64(0x1c6e41596LL, 0x154442bd4LL, 0x1c6e41596LL, 0x154442bd4LL,
+                                       0x1c6e41596LL, 0x154442bd4LL, 0x1c6e41596LL, 0x154442bd4LL);  // D = 64
+  // The state goes into the first lane only: the others must be zero (a plain cast leaves them undefined).
+  const __m512i first = _mm512_zextsi128_si512(_mm_cvtsi32_si128(static_cast<int>(state)));
+  __m512i z0 = _mm512_xor_si512(load64(p), first);
+  __m512i z1 = load64(p + 64), z2 = load64(p + 128), z3 = load64(p + 192);
+  p += 256;
+  n -= 256;
+  for (; n >= 256; p += 256, n -= 256) {
+    z0 = fold_into(z0, by16, load64(p));
+    z1 = fold_into(z1, by16, load64(p + 64));
+    z2 = fold_into(z2, by16, load64(p + 128));
+    z3 = fold_into(z3, by16, load64(p + 192));
+  }
+  // Into the 64 bytes before p, then on as the 128-bit code goes.
+  z1 = fold_into(z0, by4, z1);
+  z2 = fold_into(z1, by4, z2);
+  z3 = fold_into(z2, by4, z3);
+  alignas(64) __m128i lanes[4];
+  _mm512_store_si512(lanes, z3);
+  return fold_rest(lanes[0], lanes[1], lanes[2], lanes[3], p, n);
+}
+
+bool have(Crc32Kernel kernel) {
+  static const bool clmul = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+  // libgcc checks that the OS saves the AVX-512 registers too.
+  static const bool wide = clmul && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("vpclmulqdq");
+  switch (kernel) {
+    case Crc32Kernel::kTable:
+      return true;
+    case Crc32Kernel::kPclmul:
+      return clmul;
+    case Crc32Kernel::kVpclmul:
+      return wide;
+  }
+  return false;
 }
 
 }  // namespace
 #endif
 
-uint32_t crc32(const uint8_t *data, size_t size, uint32_t value) noexcept {
+bool crc32_kernel_available(Crc32Kernel kernel) noexcept {
 #ifdef S3TORCH_CRC_FOLD
-  if (size >= 64 && have_clmul()) {
-    size_t bulk = size & ~static_cast<size_t>(15);
-    value = ~fold(~value, data, bulk);
-    data += bulk;
-    size -= bulk;
+  return have(kernel);
+#else
+  return kernel == Crc32Kernel::kTable;
+#endif
+}
+
+uint32_t crc32_with(Crc32Kernel kernel, const uint8_t *data, size_t size, uint32_t value) noexcept {
+#ifdef S3TORCH_CRC_FOLD
+  if (kernel != Crc32Kernel::kTable && have(kernel)) {
+    const size_t least = kernel == Crc32Kernel::kVpclmul ? 256 : 64;
+    if (size >= least) {
+      const size_t bulk = size & ~static_cast<size_t>(15);
+      value = ~(kernel == Crc32Kernel::kVpclmul ? fold_wide(~value, data, bulk) : fold(~value, data, bulk));
+      data += bulk;
+      size -= bulk;
+    } else if (kernel == Crc32Kernel::kVpclmul && size >= 64) {
+      return crc32_with(Crc32Kernel::kPclmul, data, size, value);
+    }
   }
+#else
+  (void)kernel;
 #endif
   return size ? aws_checksums_crc32_ex(data, size, value) : value;
+}
+
+uint32_t crc32(const uint8_t *data, size_t size, uint32_t value) noexcept {
+  static const Crc32Kernel best = crc32_kernel_available(Crc32Kernel::kVpclmul)  ? Crc32Kernel::kVpclmul
+                                  : crc32_kernel_available(Crc32Kernel::kPclmul) ? Crc32Kernel::kPclmul
+                                                                                 : Crc32Kernel::kTable;
+  return crc32_with(best, data, size, value);
 }
 
 }  // namespace s3torch

@@ -22,7 +22,7 @@ def wait_crt_log_records(timeout_ms: int) -> list:
 
 def crc32(data: object, value: int = 0) -> int:
     """
-    zlib's CRC-32 of a buffer, continuing from `value` (PCLMULQDQ folding where the CPU has it; the GIL released)
+    zlib's CRC-32 of a buffer, continuing from `value` (VPCLMULQDQ or PCLMULQDQ folding where the CPU has it; the GIL released)
     """
 
 def default_memory_limit(throughput_target_gbps: float) -> int:

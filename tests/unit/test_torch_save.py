@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import platform
 import zipfile
 import zlib
 from typing import Any, List
@@ -32,6 +33,44 @@ def test_crc32_of_a_large_buffer_in_pieces() -> None:
     for at in range(0, len(data), 100_003):
         pieces = _core.crc32(data[at : at + 100_003], pieces)
     assert pieces == whole
+
+
+def test_crc32_uses_the_fastest_kernel_this_cpu_runs() -> None:
+    kernels = _core._crc32_kernels()
+    assert kernels[0] == "table" and set(kernels) <= {"table", "pclmul", "vpclmul"}
+    with pytest.raises(ValueError, match="no CRC-32 kernel"):
+        _core._crc32_with("nonesuch", b"x")
+    if platform.machine() == "x86_64" and "pclmulqdq" in _cpu_flags():
+        assert "pclmul" in kernels
+    if "vpclmulqdq" in _cpu_flags() and "avx512f" in _cpu_flags():
+        assert kernels[-1] == "vpclmul"
+
+
+def _cpu_flags() -> set:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+@pytest.mark.parametrize("kernel", _core._crc32_kernels())
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(min_size=0, max_size=3000), value=st.integers(0, 2**32 - 1), skip=st.integers(0, 15))
+def test_each_crc32_kernel_is_zlibs(kernel: str, data: bytes, value: int, skip: int) -> None:
+    view = memoryview(data)[min(skip, len(data)) :]
+    assert _core._crc32_with(kernel, view, value) == zlib.crc32(view, value)
+
+
+@pytest.mark.parametrize("kernel", _core._crc32_kernels())
+def test_each_crc32_kernel_at_every_length_around_its_steps(kernel: str) -> None:
+    # Every length up to 600 bytes: each kernel's bulk step (16, 64, 256 bytes), the tails after it, and
+    # where one kernel hands the rest to the next.
+    data = bytes(range(256)) * 4 + b"tail"
+    for n in range(600):
+        for at in (0, 3):
+            view = memoryview(data)[at : at + n]
+            assert _core._crc32_with(kernel, view, 0xDEADBEEF) == zlib.crc32(view, 0xDEADBEEF), (n, at)
 
 
 class Pieces(io.RawIOBase):
