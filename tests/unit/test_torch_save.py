@@ -101,8 +101,11 @@ SAMPLES = {
 }
 
 
+@pytest.mark.parametrize("writer", ["sink", "memory"])
 @pytest.mark.parametrize("name", sorted(SAMPLES))
-def test_the_archive_is_torch_saves(name: str) -> None:
+def test_the_archive_is_torch_saves(name: str, writer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "sink": every sample through the checksumming sink; "memory": through torch.save into memory.
+    monkeypatch.setattr(_torch_save, "_SMALL_ITEM", -1 if writer == "sink" else 1 << 40)
     tensor = SAMPLES[name]()
     ours, ref = Pieces(), io.BytesIO()
     save_tensor(tensor, ours)
@@ -132,10 +135,33 @@ def test_the_writer_is_checked_against_torch_save_once() -> None:
     assert _torch_save.fast_save_available()
 
 
+@pytest.mark.parametrize(
+    "tensor, small",
+    [
+        (torch.tensor(7), True),  # an optimizer's step
+        (torch.ones(768), True),  # a norm's weight
+        (torch.ones(_torch_save._SMALL_ITEM // 4), True),  # exactly the limit
+        (torch.ones(_torch_save._SMALL_ITEM // 4 + 1), False),
+        (torch.ones(4096, 768)[:2], False),  # a small view of a large storage: torch.save writes it all
+    ],
+)
+def test_small_items_go_out_in_one_write_and_larger_ones_stream(tensor: torch.Tensor, small: bool) -> None:
+    out = Pieces()
+    save_tensor(tensor, out)
+    assert (len(out.pieces) == 1) == small, len(out.pieces)
+    ref = io.BytesIO()
+    torch.save(tensor, ref)
+    assert len(out.value()) == len(ref.getvalue())
+    loaded = torch.load(io.BytesIO(out.value()), weights_only=True)
+    assert torch.equal(loaded, tensor)
+    assert loaded.untyped_storage().nbytes() == tensor.untyped_storage().nbytes()
+
+
 def test_a_layout_surprise_raises_and_the_process_survives(monkeypatch: pytest.MonkeyPatch) -> None:
     # A wrong descriptor size makes the sink miss the descriptor: the save raises a LayoutError
     # (never inside torch's C++ writer, which would abort the process) and writes nothing more.
     monkeypatch.setattr(_torch_save, "descriptor_size", lambda offset, nbytes: 24)
+    monkeypatch.setattr(_torch_save, "_SMALL_ITEM", -1)  # a small tensor through the sink too
     out = Pieces()
     with pytest.raises(LayoutError):
         save_tensor(torch.randn(100), out)
