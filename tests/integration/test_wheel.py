@@ -30,6 +30,14 @@ assert client.get_object(os.environ["BUCKET"], "from-wheel").read() == payload
 tls = S3Client(os.environ["REGION"], endpoint=os.environ["TLS_ENDPOINT"],
                s3client_config=S3ClientConfig(force_path_style=True))
 assert tls.get_object(os.environ["BUCKET"], "from-wheel").read() == payload
+# The wheel's toolchain (zig) fills in no CPU feature table at load: the checksum kernels must see the CPU.
+with open("/proc/cpuinfo") as f:
+    flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+kernels = s3torch._core._crc32_kernels()
+if "pclmulqdq" in flags and "sse4_1" in flags:
+    assert "pclmul" in kernels, kernels
+if "vpclmulqdq" in flags and "avx512f" in flags:
+    assert kernels[-1] == "vpclmul", kernels
 print("round trip ok", s3torch._core.__file__)
 """
 
