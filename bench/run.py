@@ -19,6 +19,11 @@ Cases
   dcp/spread         every 10th key: needed ranges spread over the file  s3torch, s3torchconnector, fsspec
   dcp/full-fresh     dcp.load of every key into untouched tensors        s3torch, s3torchconnector, fsspec
                      (torch.empty, as after to_empty): page faults count
+  ckpt/torch.save    torch.save(state_dict, S3Checkpoint.writer(uri))    s3torch, s3torchconnector
+                     ("mixed"; torch computes the zip CRC-32 itself)
+  ckpt/torch.load    torch.load(S3Checkpoint.reader(uri)) of s3torch's   s3torch, s3torchconnector
+                     file: the default (sequential) reader; torch reads
+                     the zip's end first, then each record
 
 DCP data: two state_dicts ("mixed": bf16 weights, fp32 Adam moments, int64 steps, the demo's GPT-like
 model; "fp32": uniform fp32 tensors of 4 KiB up to 256 MiB), each saved by both libraries' writers (the
@@ -287,6 +292,36 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
             run = lambda: dcp.save(state, storage_writer=writer)  # noqa: E731
             check = lambda _: True  # noqa: E731 - the load cases read (and check) what this wrote
             result["checked_by"] = "the load cases"
+    elif op in ("torch.save", "torch.load"):
+        import torch
+
+        from s3torch.demo import tensor_bytes, verify
+
+        lib = _clients(spec)[0]
+        cfg = lib.S3ClientConfig(force_path_style=True)
+        checkpoint = lib.S3Checkpoint(spec["region"], endpoint=spec["endpoint"], s3client_config=cfg)
+        state = build(spec["shape"], spec["size_gb"] * GB, spec["seed"])
+        result["bytes"] = tensor_bytes(state)
+        if op == "torch.save":
+
+            def run() -> Any:
+                with checkpoint.writer(spec["uri"]) as w:
+                    torch.save(state, w)
+
+            check = lambda _: True  # noqa: E731 - ckpt/torch.load reads (and checks) s3torch's file
+            result["checked_by"] = "ckpt/torch.load"
+        else:
+
+            def run() -> Any:
+                with checkpoint.reader(spec["uri"]) as r:
+                    return torch.load(r, weights_only=True)
+
+            def check(got: Any) -> bool:
+                try:
+                    return verify(state, got) > 0
+                except AssertionError:  # a value differs
+                    return False
+
     else:  # load
         import torch.distributed.checkpoint as dcp
 
@@ -484,6 +519,12 @@ def plan(args: argparse.Namespace, have_ref: bool) -> List[Tuple[str, str, str, 
                         "prefix": f"ckpt-{shape}-by-{writer}",
                     }
                     out.append((f"dcp/{scope}", data, tool, spec))
+    for tool in ["s3torch", *refs]:
+        spec = {"op": "torch.save", "shape": "mixed", "key": f"ckpt-by-{tool}.pt"}
+        out.append(("ckpt/torch.save", "mixed", tool, spec))
+    for tool in ["s3torch", *refs]:
+        spec = {"op": "torch.load", "shape": "mixed", "key": "ckpt-by-s3torch.pt"}
+        out.append(("ckpt/torch.load", "mixed, saved by s3torch", tool, spec))
     curls = ["curl-1", "curl-4"] if have_curl else []
     for tool in ["s3torch", *refs, "boto3", *curls]:
         out.append(("read/read", "object", tool, {"op": "read"}))
@@ -661,6 +702,8 @@ def main() -> None:
                         spec["offsets"] = offsets
                 if spec["op"] in ("save", "load"):
                     spec["uri"] = f"s3://{bucket}/{spec['prefix']}"
+                elif spec["op"] in ("torch.save", "torch.load"):
+                    spec["uri"] = f"s3://{bucket}/{spec['key']}"
                 for i in range(repeat):
                     r = runner.run(spec)
                     r.update(case=case, data=data, tool=tool)

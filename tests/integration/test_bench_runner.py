@@ -66,3 +66,25 @@ def test_each_case_runs_alone_and_is_checked(
 
     runner.close()
     assert runner.proc.returncode == 0
+
+
+def test_the_checkpoint_cases_save_then_load_and_check_the_values(
+    runner: Any, seaweed_server: Any, seaweed_bucket: str
+) -> None:
+    """ckpt/torch.save writes through S3Checkpoint; ckpt/torch.load reads it back and compares every
+    tensor with the state_dict built from the seed (a different seed must fail the check)."""
+    common = {
+        "tool": "s3torch",
+        "region": seaweed_server.region,
+        "endpoint": seaweed_server.endpoint,
+        "bucket": seaweed_bucket,
+        "shape": "mixed",
+        "size_gb": 0.004,
+        "seed": 3,
+        "uri": f"s3://{seaweed_bucket}/ckpt.pt",
+    }
+    saved = runner.run(dict(common, op="torch.save"))
+    assert saved["ok"] is True and saved["bytes"] > 3_000_000
+    loaded = runner.run(dict(common, op="torch.load"))
+    assert loaded["ok"] is True and loaded["bytes"] == saved["bytes"] and loaded["seconds"] > 0
+    assert runner.run(dict(common, op="torch.load", seed=4))["ok"] is False
