@@ -83,6 +83,7 @@ class SaveStats:
 # Counters of S3Client.stats() (native client, per S3Client).
 RETRIES = "failed_attempts"
 GET_STREAMS = "get_streams"
+DIRECT_GETS = "direct_gets"  # GETs received straight into caller memory (no stream)
 SCATTER_BYTES = "scatter_bytes"
 PUT_STREAMS = "put_streams"
 HTTP_REQUESTS = "http_requests"

@@ -496,7 +496,8 @@ class S3StorageReader(_OnS3FileSystem, FileSystemReader):
             stats.bytes_fetched = fetched
         gets = _stats.counter_delta(before, after, _stats.GET_STREAMS)
         if gets is not None:
-            stats.get_requests = gets
+            # Streams and GETs received straight into memory (range_based reads, large items) alike.
+            stats.get_requests = gets + (_stats.counter_delta(before, after, _stats.DIRECT_GETS) or 0)
         stats.direct_bytes = _stats.counter_delta(before, after, _stats.SCATTER_BYTES) or 0
         stats.http_requests = _stats.counter_delta(before, after, _stats.HTTP_REQUESTS)
         stats.retries = _stats.counter_delta(before, after, _stats.RETRIES)
