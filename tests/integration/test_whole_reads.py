@@ -203,3 +203,103 @@ def test_a_large_read_maps_its_pages_in_ahead_of_the_transfer(seaweed_server, se
     before = client.stats()["prefaulted_bytes"]
     assert client.get_object(seaweed_bucket, "small").read() == small
     assert client.stats()["prefaulted_bytes"] == before, "under 32 MiB to receive: no thread"
+
+
+def _zip_reader_pattern(reader, size):
+    """What torch.load does to a file object (traced): the magic at the start, the size, then the
+    directory at the end; it reads the records only after that."""
+    assert reader.read(4) is not None
+    assert reader.seek(0, 2) == size
+    reader.seek(size - 4096)
+    tail = bytearray(4096)
+    assert reader.readinto(tail) == 4096
+    return bytes(tail)
+
+
+def test_a_zip_reader_gets_the_first_part_then_the_rest_in_place(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    """A small first read fetches only the first part; the jump to the end that follows receives the
+    bytes up to there straight into memory the reader keeps: every byte fetched once, no whole-object
+    stream read ahead through part buffers, no HEAD."""
+    proxy = proxy_factory(seaweed_server)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
+    size = 8 * PART + 123
+    payload = os.urandom(size)
+    with client.put_object(seaweed_bucket, "zip") as writer:
+        writer.write(payload)
+    proxy.reset()
+    before = client.stats()
+    reader = client.get_object(seaweed_bucket, "zip")
+    assert _zip_reader_pattern(reader, size) == payload[-4096:]
+    after = client.stats()
+    assert after["get_streams"] - before["get_streams"] == 1, "the first part only"
+    assert after["direct_gets"] - before["direct_gets"] == 1, "the rest in place"
+    assert after["bytes_downloaded"] - before["bytes_downloaded"] == size, "each byte once"
+    assert after["tickets_granted"] - before["tickets_granted"] == 1, "one part buffer: the first part"
+    proxy.wait_idle()
+    assert proxy.count("HEAD") == 0 and proxy.count("GET") == -(-size // PART)
+    # Everything is held: the records read next cost no request.
+    reader.seek(100)
+    assert reader.read(1000) == payload[100:1100]
+    reader.seek(0)
+    assert reader.read() == payload and reader.stats.bytes_fetched == size
+    assert proxy.count("GET") == -(-size // PART)
+
+
+def test_small_reads_that_go_on_start_the_stream_after_the_first_part(
+    seaweed_server, seaweed_bucket, make_client, proxy_factory
+):
+    proxy = proxy_factory(seaweed_server)
+    client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
+    size = 4 * PART + 5
+    payload = os.urandom(size)
+    with client.put_object(seaweed_bucket, "tar") as writer:
+        writer.write(payload)
+    before = client.stats()
+    reader = client.get_object(seaweed_bucket, "tar")
+    got = [reader.read(512)]
+    assert client.stats()["get_streams"] - before["get_streams"] == 1  # the first part
+    while True:
+        piece = reader.read(64 * 1024)
+        if not piece:
+            break
+        got.append(piece)
+    assert b"".join(got) == payload
+    after = client.stats()
+    assert after["get_streams"] - before["get_streams"] == 2, "the rest came as one stream"
+    assert after["bytes_downloaded"] - before["bytes_downloaded"] == size
+    assert reader.stats.get_requests == 2
+
+
+def test_a_header_read_fetches_only_the_first_part(seaweed_server, seaweed_bucket, make_client):
+    """Reading a few header bytes and closing (safetensors, a zip's magic) fetches one part, not
+    what a whole-object GET would have read ahead by then."""
+    client = make_client(seaweed_server, part_size=PART)
+    payload = os.urandom(6 * PART)
+    with client.put_object(seaweed_bucket, "head") as writer:
+        writer.write(payload)
+    before = client.stats()
+    with client.get_object(seaweed_bucket, "head") as reader:
+        assert reader.read(8) == payload[:8]
+        reader.seek(4 * PART)  # not where the last read ended: nothing starts yet
+        reader.seek(50)
+        assert reader.read(8) == payload[50:58]
+    after = client.stats()
+    assert after["bytes_downloaded"] - before["bytes_downloaded"] == PART
+    assert after["get_streams"] - before["get_streams"] == 1 and reader.stats.get_requests == 1
+
+
+@pytest.mark.parametrize("size", [0, 1, 4, PART - 1, PART, PART + 1])
+def test_small_first_reads_at_every_size_boundary(seaweed_server, seaweed_bucket, make_client, size):
+    client = make_client(seaweed_server, part_size=PART)
+    payload = os.urandom(size)
+    with client.put_object(seaweed_bucket, "edge") as writer:
+        writer.write(payload)
+    reader = client.get_object(seaweed_bucket, "edge")
+    assert reader.read(3) == payload[:3]
+    assert reader.read(2) == payload[3:5]
+    reader.seek(1)
+    assert reader.read() == payload[1:]
+    assert reader.seek(0, 2) == size
+    assert reader.stats.bytes_fetched == size

@@ -20,7 +20,7 @@ from .s3reader import (
 # Reads at least this large, at the download frontier, are filled straight from the stream.
 _DIRECT_READ_BYTES = 1024 * 1024
 # With no GET in flight and the object's size unknown, a read at least this large (or of everything
-# left) is received in place, into its bytes object (see _read_in_place).
+# left) is received in place, into its bytes object (see _receive_in_place).
 _IN_PLACE_BYTES = 16 * 1024 * 1024
 
 
@@ -32,8 +32,12 @@ class SequentialS3Reader(_ObjectReader):
     repeated or backward reads cost no request; ``read`` copies once into the returned bytes and
     ``readinto`` copies straight into the caller's buffer. A read of everything left (or of at least
     16 MiB) while no GET is in flight is received in place instead: a ranged GET of the first part
-    tells the size, and the rest lands straight in the new bytes object (no part buffer). The object
-    size is looked up (``get_object_info``) only for ``SEEK_END`` before the stream has ended.
+    tells the size, and the rest lands straight in the new bytes object (no part buffer). A small
+    first read at the start fetches only the first part; the stream of the rest starts when reads go
+    on from where the last one ended. A read at least 16 MiB past what is held with no GET in flight
+    (torch.load reads a zip's end right after its magic) receives the bytes up to its end in place
+    and keeps them. The object size is looked up (``get_object_info``) only for ``SEEK_END`` before
+    the stream has ended and when no response told it.
     """
 
     def __init__(
@@ -57,6 +61,10 @@ class SequentialS3Reader(_ObjectReader):
         self._pinned = 0  # bytes of part buffers referenced by _spans
         self._pinned_budget = _chunks.pinned_budget(get_stream)
         self._spilled = 0  # views before this index are heap copies
+        # Only the first part is held (a small first read, _first_part) and no GET has started since:
+        # the stream starts when reads go on from where the last one ended (see _lazy_start).
+        self._lazy = False
+        self._last_end = 0  # where the last read ended
         self.stats = ReaderStats()
 
     def prefetch(self) -> None:
@@ -67,9 +75,17 @@ class SequentialS3Reader(_ObjectReader):
         """
         self._check_open()
         if self._stream is None and not self._eof:
-            # From the first byte not yet held: earlier reads may have been received in place.
+            # From the first byte not yet held: earlier reads may have been received in place. With
+            # the size known the range is whole, so its parts are all requested at once.
+            self._lazy = False
             start = self._spans.end
-            self._stream = iter(self._get_stream(start) if start else self._get_stream())
+            if not start:
+                stream = self._get_stream()
+            elif self._size is not None:
+                stream = self._get_stream(start, self._size)
+            else:
+                stream = self._get_stream(start)
+            self._stream = iter(stream)
             self.stats.get_requests += 1
 
     def _known_size(self) -> Optional[int]:
@@ -91,6 +107,13 @@ class SequentialS3Reader(_ObjectReader):
         spans = self._spans
         if spans.end >= offset or self._eof:
             return
+        if self._stream is None and offset - spans.end >= _IN_PLACE_BYTES:
+            # Far past what is held, with no GET in flight (torch.load and other zip readers read the
+            # directory at the end first): the bytes up to there are received in place, one copy into
+            # memory the reader keeps, instead of streaming through part buffers that _spill copies
+            # out again.
+            if self._receive_in_place(spans.end, offset - spans.end, ahead=True) is not None:
+                return
         self.prefetch()
         stream = self._stream
         assert stream is not None
@@ -138,9 +161,11 @@ class SequentialS3Reader(_ObjectReader):
         if n == 0:
             return b""
         pos = self._position
+        self._before_read(pos, n)
         if n is None or n >= _DIRECT_READ_BYTES:
             direct = self._read_direct(pos, n)
             if direct is not None:
+                self._last_end = self._position
                 return direct
         if n is None:
             self._fill_to(1 << 63)
@@ -151,20 +176,72 @@ class SequentialS3Reader(_ObjectReader):
         if pos >= stop:
             return b""
         data = self._spans.to_bytes(pos, stop)
-        self._position = stop
+        self._position = self._last_end = stop
         self.stats.bytes_returned += stop - pos
         return data
+
+    def _before_read(self, pos: int, n: Optional[int]) -> None:
+        """A small first read fetches only the first part (_first_part); after one, the stream
+        starts once reads go on from where the last one ended."""
+        if self._stream is not None or self._eof:
+            return
+        if self._lazy:
+            if pos == self._last_end:
+                self.prefetch()  # sequential: the rest streams while the held part is read
+        elif not self._spans.end and pos == 0 and n is not None:
+            self._first_part(n)
+
+    def _first_part(self, n: int) -> None:
+        """A first read of fewer bytes than a part, at the start: one ranged GET of the first part
+        (the request a whole-object GET starts with, to learn the size) instead of the whole-object
+        GET, which would read ahead up to its read window. What comes next decides: a read that goes
+        on from there starts the stream (_before_read); one far past it (torch.load and other zip
+        readers read the directory at the end next) receives the bytes up to it in place
+        (_fill_to), with no part buffer and no GET to cancel."""
+        opener = self._get_stream
+        part = getattr(opener, "part_size", None)
+        if getattr(opener, "read_bytes", None) is None or not part or n >= part:
+            return
+        size = self._size if self._size is not None else getattr(opener, "object_size", None)
+        end = part if size is None else min(part, size)
+        if end <= 0:
+            return
+        stream = opener(0, end)
+        self.stats.get_requests += 1
+        try:
+            views = [byte_view(chunk) for chunk in stream]
+        except S3Exception as e:
+            if e.status == 416:
+                return  # an empty object (or a store that refuses its range): the stream reads it
+            raise
+        got = 0
+        for view in views:
+            self._spans.append(view)
+            self._pinned += len(view)
+            got += len(view)
+        self.stats.bytes_fetched += got
+        reported = getattr(stream, "object_size", None)
+        if reported is not None:
+            self._size = int(reported)
+        elif got < end:
+            self._size = got
+        if self._size is not None and got >= self._size:
+            self._eof = True
+            self._size = got
+        else:
+            self._lazy = True
 
     def _read_direct(self, pos: int, n: Optional[int]) -> Optional[bytes]:
         """A large read at the download frontier, as a new bytes object that the reader keeps a view of
         for later seeks (no part buffers held). With no GET in flight it is received in place
-        (``_read_in_place``); else the stream fills it (one copy out of the part buffers). None when
+        (``_receive_in_place``); else the stream fills it (one copy out of the part buffers). None when
         neither applies (or the bytes at ``pos`` are already buffered)."""
         if self._eof or pos != self._spans.end:
             return None
         if self._stream is None:
-            data = self._read_in_place(pos, n)
+            data = self._receive_in_place(pos, n)
             if data is not None:
+                self._returned(pos, len(data))
                 return data
         self.prefetch()
         read = getattr(self._stream, "read", None)
@@ -177,19 +254,27 @@ class SequentialS3Reader(_ObjectReader):
         return data
 
     def _keep(self, pos: int, data: bytes) -> None:
+        self._hold(data)
+        self._returned(pos, len(data))
+
+    def _hold(self, data: bytes) -> None:
         if data:
             self._spans.append(memoryview(data))
             self.stats.bytes_fetched += len(data)
-        self._position = pos + len(data)
-        self.stats.bytes_returned += len(data)
 
-    def _read_in_place(self, pos: int, n: Optional[int]) -> Optional[bytes]:
-        """A read of the rest of the object (or of at least ``_IN_PLACE_BYTES``) with no GET in
-        flight: its part requests receive straight into a new bytes object (one copy, from the
-        socket's read buffer; no part buffer), so it costs no copy out of the pool. When the size is
-        unknown, a ranged GET of the first part comes first (one request, as the first request of a
-        whole-object GET is) and its response tells the size. None when this does not apply: the
-        caller streams instead."""
+    def _returned(self, pos: int, n: int) -> None:
+        self._position = pos + n
+        self.stats.bytes_returned += n
+
+    def _receive_in_place(self, pos: int, n: Optional[int], ahead: bool = False) -> Optional[bytes]:
+        """Bytes [pos, pos + n) (to the end if n is None), ``pos`` the end of what is held, when they
+        are the rest of the object (or at least ``_IN_PLACE_BYTES``) and no GET is in flight: their
+        part requests receive straight into a new bytes object that the reader keeps (one copy, from
+        the socket's read buffer; no part buffer), so it costs no copy out of the pool. When the size
+        is unknown, a ranged GET of the first part comes first (one request, as the first request of
+        a whole-object GET is) and its response tells the size. ``ahead``: bytes a read past them
+        needs (see _fill_to), received even when they end before the object does. None when this
+        does not apply: the caller streams instead."""
         opener = self._get_stream
         read_bytes = getattr(opener, "read_bytes", None)
         if read_bytes is None:
@@ -220,7 +305,7 @@ class SequentialS3Reader(_ObjectReader):
                 size = self._get_size()
             self._size = size
             prefix = views[0] if len(views) == 1 else b"".join(views)
-        elif n is not None and pos + n < size:
+        elif n is not None and pos + n < size and not ahead:
             return None  # part of a known object: the stream reads ahead for the reads after it
         end = size if n is None else min(size, pos + n)
         if end <= pos:
@@ -230,7 +315,7 @@ class SequentialS3Reader(_ObjectReader):
         else:
             self.stats.get_requests += 1
             data = read_bytes(pos, end, prefix) if prefix is not None else read_bytes(pos, end)
-        self._keep(pos, data)
+        self._hold(data)
         if end >= size:
             self._eof = True
             self._size = self._spans.end
@@ -249,6 +334,7 @@ class SequentialS3Reader(_ObjectReader):
             return 0
         pos = self._position
         want = dest.nbytes
+        self._before_read(pos, want)
         if pos == self._spans.end and not self._eof:
             # At the download frontier: the bytes arrive in place in a new bytes object (which the
             # reader keeps, as read() does) and are copied once into buf. Pulling them as chunks
@@ -257,9 +343,14 @@ class SequentialS3Reader(_ObjectReader):
             data = self._read_direct(pos, want)
             if data is not None:
                 dest[: len(data)] = data
+                self._last_end = self._position
                 return len(data)
         n = 0
         spans = self._spans
+        if pos > spans.end:
+            # A jump past what is held: with no GET in flight, the bytes up to the end of this read
+            # may be received in place (see _fill_to); else the stream catches up to pos first.
+            self._fill_to(pos + want if self._stream is None else pos)
         while n < want:
             # Copy what has arrived, then pull the next chunk: the copy overlaps the download
             # instead of waiting for the whole range first.
@@ -269,7 +360,7 @@ class SequentialS3Reader(_ObjectReader):
                 break
             if not copied:
                 self._fill_to(spans.end + 1)
-        self._position = pos + n
+        self._position = self._last_end = pos + n
         self.stats.bytes_returned += n
         return n
 
