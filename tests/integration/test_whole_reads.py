@@ -290,9 +290,11 @@ def test_a_header_read_fetches_only_the_first_part(seaweed_server, seaweed_bucke
     assert after["get_streams"] - before["get_streams"] == 1 and reader.stats.get_requests == 1
 
 
-@pytest.mark.parametrize("size", [0, 1, 4, PART - 1, PART, PART + 1])
-def test_small_first_reads_at_every_size_boundary(seaweed_server, seaweed_bucket, make_client, size):
-    client = make_client(seaweed_server, part_size=PART)
+@pytest.mark.parametrize("size", [0, 1, 4, PART - 1, PART, PART + 1, 5 * PART])
+@pytest.mark.parametrize("limit", [None, 2 * PART])  # 2 parts: the reader holds half a part of them
+def test_small_first_reads_at_every_size_boundary(seaweed_server, seaweed_bucket, make_client, size, limit):
+    config = {} if limit is None else {"memory_limit_bytes": limit}
+    client = make_client(seaweed_server, part_size=PART, **config)
     payload = os.urandom(size)
     with client.put_object(seaweed_bucket, "edge") as writer:
         writer.write(payload)
@@ -303,3 +305,5 @@ def test_small_first_reads_at_every_size_boundary(seaweed_server, seaweed_bucket
     assert reader.read() == payload[1:]
     assert reader.seek(0, 2) == size
     assert reader.stats.bytes_fetched == size
+    # A small pool: the first part is copied out of it at once, so the stream of the rest can run.
+    assert client._native.pool_stats()["in_use_bytes"] <= (PART if limit else size + PART)

@@ -62,7 +62,7 @@ class SequentialS3Reader(_ObjectReader):
         self._pinned_budget = _chunks.pinned_budget(get_stream)
         self._spilled = 0  # views before this index are heap copies
         # Only the first part is held (a small first read, _first_part) and no GET has started since:
-        # the stream starts when reads go on from where the last one ended (see _lazy_start).
+        # the stream starts when reads go on from where the last one ended (see _before_read).
         self._lazy = False
         self._last_end = 0  # where the last read ended
         self.stats = ReaderStats()
@@ -220,6 +220,8 @@ class SequentialS3Reader(_ObjectReader):
             self._pinned += len(view)
             got += len(view)
         self.stats.bytes_fetched += got
+        if self._pinned > self._pinned_budget:
+            self._spill(self._pinned_budget)
         reported = getattr(stream, "object_size", None)
         if reported is not None:
             self._size = int(reported)
