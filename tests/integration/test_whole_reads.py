@@ -307,3 +307,30 @@ def test_small_first_reads_at_every_size_boundary(seaweed_server, seaweed_bucket
     assert reader.stats.bytes_fetched == size
     # A small pool: the first part is copied out of it at once, so the stream of the rest can run.
     assert client._native.pool_stats()["in_use_bytes"] <= (PART if limit else size + PART)
+
+
+@pytest.mark.timeout(120)
+def test_bytes_received_in_place_are_not_counted_as_pool_memory(seaweed_server, seaweed_bucket, make_client):
+    """A jump receives 4 parts in place (memory of the reader's own); the small reads after it stream
+    through the pool. Spilling must skip the in-place bytes: counting them as pool memory given back
+    would let the reader keep the whole pool, and its own GET would stall."""
+    limit = 8 * PART  # the reader may keep a quarter: 2 parts; its stream reads ahead 2 more
+    client = make_client(seaweed_server, part_size=PART, memory_limit_bytes=limit)
+    size = 14 * PART + 9
+    payload = os.urandom(size)
+    with client.put_object(seaweed_bucket, "spill") as writer:
+        writer.write(payload)
+    reader = client.get_object(seaweed_bucket, "spill")
+    reader.seek(4 * PART)  # size unknown: the bytes up to there are received in place
+    assert client.stats()["direct_gets"] >= 1
+    got, most = [], 0
+    while True:
+        piece = reader.read(256 * 1024)
+        if not piece:
+            break
+        got.append(piece)
+        most = max(most, client._native.pool_stats()["reserved_bytes"])
+    assert b"".join(got) == payload[4 * PART :]
+    assert most <= 5 * PART, f"the pool reached {most / PART:.1f} parts"
+    reader.seek(0)
+    assert reader.read() == payload

@@ -398,3 +398,53 @@ def test_readinto_rejects_non_contiguous_buffers(make: Callable[[FakeObject], S3
     reader = make(FakeObject(pattern(10)))
     with pytest.raises(TypeError, match="contiguous"):
         reader.readinto(np.zeros(8, np.uint8)[::2])
+
+
+class _NoTotalObject(FakeObject):
+    """An opener like S3Client's (part_size, read_bytes) whose responses never tell the object's
+    total size (Content-Range ``bytes a-b/*``), and which answers 416 to a range past the end."""
+
+    part_size = 16
+
+    def __call__(self, start: Optional[int] = None, end: Optional[int] = None) -> Any:
+        return self.get_stream(start, end)
+
+    def get_stream(self, start: Optional[int] = None, end: Optional[int] = None) -> Any:
+        if start is not None and start >= self.size:
+            from s3torch import S3Exception
+
+            raise S3Exception("range not satisfiable", status=416)
+        stream = super().get_stream(start, end)
+        stream.__class__ = _NoTotalStream
+        return stream
+
+    def read_bytes(self, start: int, end: int, prefix: Any = None) -> bytes:
+        self.gets.append((start, end))
+        if end > self.size:
+            from s3torch import S3Exception
+
+            raise S3Exception("range not satisfiable", status=416)
+        return self.data[start:end]
+
+
+class _NoTotalStream(type(FakeObject(b"x").get_stream())):  # type: ignore[misc]
+    @property
+    def object_size(self) -> Optional[int]:
+        return None
+
+
+@pytest.mark.parametrize("size", [16, 40])
+def test_small_first_read_when_responses_tell_no_size(size: int) -> None:
+    """The first part alone cannot tell an object of exactly one part from a longer one: a jump past
+    it then meets a 416, which means the object ends where the held bytes do."""
+    obj = _NoTotalObject(pattern(size))
+    reader = SequentialS3Reader("bucket", "key", obj.get_object_info, obj)
+    assert reader.read(3) == obj.data[:3]
+    assert obj.gets == [(0, 16)]
+    # Past everything held, the size not known yet: reading up to there finds the end (a 416 right
+    # after the held bytes for the one-part object) and the position clamps to it.
+    assert reader.seek(100 * MiB) == size
+    assert reader.read(5) == b""
+    assert reader.seek(0, io.SEEK_END) == size
+    reader.seek(1)
+    assert reader.read() == obj.data[1:]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Set
 
 from .._exceptions import S3Exception
 from . import _chunks
@@ -61,6 +61,8 @@ class SequentialS3Reader(_ObjectReader):
         self._pinned = 0  # bytes of part buffers referenced by _spans
         self._pinned_budget = _chunks.pinned_budget(get_stream)
         self._spilled = 0  # views before this index are heap copies
+        self._own: Set[int] = set()  # indexes of views received in place (our memory, not the pool)
+        self._size_told = False  # _size came from a response of this reader (not a caller's object info)
         # Only the first part is held (a small first read, _first_part) and no GET has started since:
         # the stream starts when reads go on from where the last one ended (see _before_read).
         self._lazy = False
@@ -81,7 +83,9 @@ class SequentialS3Reader(_ObjectReader):
             start = self._spans.end
             if not start:
                 stream = self._get_stream()
-            elif self._size is not None:
+            elif self._size is not None and self._size_told:
+                # Not for a size from a caller's object info, which could be stale (the stream is
+                # the authority on the size).
                 stream = self._get_stream(start, self._size)
             else:
                 stream = self._get_stream(start)
@@ -145,9 +149,10 @@ class SequentialS3Reader(_ObjectReader):
         # than the budget (otherwise an object larger than the pool would stall its own GET).
         views = self._spans.views
         while self._pinned > limit and self._spilled < len(views):
-            view = views[self._spilled]
-            views[self._spilled] = memoryview(view.tobytes())
-            self._pinned -= len(view)
+            if self._spilled not in self._own:  # bytes received in place hold no pool memory
+                view = views[self._spilled]
+                views[self._spilled] = memoryview(view.tobytes())
+                self._pinned -= len(view)
             self._spilled += 1
 
     def read(self, size: Optional[int] = None) -> bytes:
@@ -206,9 +211,9 @@ class SequentialS3Reader(_ObjectReader):
         end = part if size is None else min(part, size)
         if end <= 0:
             return
-        stream = opener(0, end)
         self.stats.get_requests += 1
         try:
+            stream = opener(0, end)
             views = [byte_view(chunk) for chunk in stream]
         except S3Exception as e:
             if e.status == 416:
@@ -225,8 +230,11 @@ class SequentialS3Reader(_ObjectReader):
         reported = getattr(stream, "object_size", None)
         if reported is not None:
             self._size = int(reported)
+            self._size_told = True
         elif got < end:
             self._size = got
+        elif size is not None:
+            self._size = size
         if self._size is not None and got >= self._size:
             self._eof = True
             self._size = got
@@ -261,6 +269,7 @@ class SequentialS3Reader(_ObjectReader):
 
     def _hold(self, data: bytes) -> None:
         if data:
+            self._own.add(len(self._spans.views))
             self._spans.append(memoryview(data))
             self.stats.bytes_fetched += len(data)
 
@@ -289,13 +298,18 @@ class SequentialS3Reader(_ObjectReader):
             first = getattr(opener, "part_size", _IN_PLACE_BYTES)
             if n is not None:
                 first = min(first, n)
-            stream = opener(pos, pos + first)
             self.stats.get_requests += 1
             try:
+                stream = opener(pos, pos + first)
                 views = [byte_view(chunk) for chunk in stream]
             except S3Exception as e:
                 if e.status == 416 and pos == 0:
                     return None  # an empty object (or a store that refuses its range): stream it
+                if e.status == 416:
+                    # Nothing at pos, and the bytes before it are held: the object ends there.
+                    self._eof = True
+                    self._size = pos
+                    return b""
                 raise
             got = sum(len(v) for v in views)
             reported = getattr(stream, "object_size", None)
