@@ -10,6 +10,14 @@ import pytest
 from s3torch import S3Exception, _core
 
 
+def _stored(client, bucket, key, size):
+    """Uploads ``size`` random bytes as ``key``; returns them."""
+    payload = os.urandom(size)
+    with client.put_object(bucket, key) as writer:
+        writer.write(payload)
+    return payload
+
+
 def _listed(client, bucket, key):
     return next(o for page in client.list_objects(bucket, key) for o in page.object_info if o.key == key)
 
@@ -20,9 +28,7 @@ def test_a_listed_object_is_read_in_one_get_without_pool_memory(
 ):
     proxy = proxy_factory(seaweed_server)
     client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=5 * 1024 * 1024)
-    payload = os.urandom(size)
-    with client.put_object(seaweed_bucket, "whole") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "whole", size)
     info = _listed(client, seaweed_bucket, "whole")
     proxy.reset()
     before = client.stats()
@@ -66,9 +72,7 @@ def test_an_object_overwritten_after_the_listing_raises(seaweed_server, seaweed_
 
 def test_get_bytes_ranges_and_errors(seaweed_server, seaweed_bucket, make_client):
     client = make_client(seaweed_server)
-    payload = os.urandom(300_000)
-    with client.put_object(seaweed_bucket, "b") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "b", 300_000)
     native = client._native
     assert native.get_bytes(seaweed_bucket, "b", 0, len(payload)) == payload
     assert native.get_bytes(seaweed_bucket, "b", 1000, 2000) == payload[1000:2000]
@@ -103,9 +107,7 @@ def test_an_unlisted_object_is_read_in_place_after_its_first_part(
     the pool), every GET pinned to the first one's version; as many GETs as a streamed read."""
     proxy = proxy_factory(seaweed_server)
     client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
-    payload = os.urandom(size)
-    with client.put_object(seaweed_bucket, "unlisted") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "unlisted", size)
     proxy.reset()
     before = client.stats()
     reader = client.get_object(seaweed_bucket, "unlisted")
@@ -136,9 +138,7 @@ def test_a_large_read_in_place_then_streams_the_rest(
 ):
     proxy = proxy_factory(seaweed_server)
     client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
-    payload = os.urandom(8 * PART + 11)
-    with client.put_object(seaweed_bucket, "big") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "big", 8 * PART + 11)
     reader = client.get_object(seaweed_bucket, "big")
     first = reader.read(4 * PART)  # >= 16 MiB with no GET in flight: first part, then in place
     assert first == payload[: 4 * PART] and reader.stats.get_requests == 2
@@ -225,9 +225,7 @@ def test_a_zip_reader_gets_the_first_part_then_the_rest_in_place(
     proxy = proxy_factory(seaweed_server)
     client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
     size = 8 * PART + 123
-    payload = os.urandom(size)
-    with client.put_object(seaweed_bucket, "zip") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "zip", size)
     proxy.reset()
     before = client.stats()
     reader = client.get_object(seaweed_bucket, "zip")
@@ -253,9 +251,7 @@ def test_small_reads_that_go_on_start_the_stream_after_the_first_part(
     proxy = proxy_factory(seaweed_server)
     client = make_client(seaweed_server, endpoint=proxy.endpoint, part_size=PART)
     size = 4 * PART + 5
-    payload = os.urandom(size)
-    with client.put_object(seaweed_bucket, "tar") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "tar", size)
     before = client.stats()
     reader = client.get_object(seaweed_bucket, "tar")
     got = [reader.read(512)]
@@ -276,9 +272,7 @@ def test_a_header_read_fetches_only_the_first_part(seaweed_server, seaweed_bucke
     """Reading a few header bytes and closing (safetensors, a zip's magic) fetches one part, not
     what a whole-object GET would have read ahead by then."""
     client = make_client(seaweed_server, part_size=PART)
-    payload = os.urandom(6 * PART)
-    with client.put_object(seaweed_bucket, "head") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "head", 6 * PART)
     before = client.stats()
     with client.get_object(seaweed_bucket, "head") as reader:
         assert reader.read(8) == payload[:8]
@@ -295,9 +289,7 @@ def test_a_header_read_fetches_only_the_first_part(seaweed_server, seaweed_bucke
 def test_small_first_reads_at_every_size_boundary(seaweed_server, seaweed_bucket, make_client, size, limit):
     config = {} if limit is None else {"memory_limit_bytes": limit}
     client = make_client(seaweed_server, part_size=PART, **config)
-    payload = os.urandom(size)
-    with client.put_object(seaweed_bucket, "edge") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "edge", size)
     reader = client.get_object(seaweed_bucket, "edge")
     assert reader.read(3) == payload[:3]
     assert reader.read(2) == payload[3:5]
@@ -317,9 +309,7 @@ def test_bytes_received_in_place_are_not_counted_as_pool_memory(seaweed_server, 
     limit = 8 * PART  # the reader may keep a quarter: 2 parts; its stream reads ahead 2 more
     client = make_client(seaweed_server, part_size=PART, memory_limit_bytes=limit)
     size = 14 * PART + 9
-    payload = os.urandom(size)
-    with client.put_object(seaweed_bucket, "spill") as writer:
-        writer.write(payload)
+    payload = _stored(client, seaweed_bucket, "spill", size)
     reader = client.get_object(seaweed_bucket, "spill")
     reader.seek(4 * PART)  # size unknown: the bytes up to there are received in place
     assert client.stats()["direct_gets"] >= 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Set
+from typing import Any, Callable, Iterator, List, Optional, Set, Tuple
 
 from .._exceptions import S3Exception
 from . import _chunks
@@ -121,19 +121,41 @@ class SequentialS3Reader(_ObjectReader):
         self.prefetch()
         stream = self._stream
         assert stream is not None
-        limit = self._pinned_budget
         while spans.end < offset:
             try:
                 chunk = next(stream)
             except StopIteration:
                 self._finish()
                 return
-            view = byte_view(chunk)
-            spans.append(view)
-            self.stats.bytes_fetched += len(view)
-            self._pinned += len(view)
-            if self._pinned > limit:
-                self._spill(limit)
+            self._hold_part(byte_view(chunk))
+
+    def _hold_part(self, view: memoryview) -> None:
+        """Keeps a view of a part buffer, spilling the oldest ones beyond the reader's pool budget."""
+        self._spans.append(view)
+        self.stats.bytes_fetched += len(view)
+        self._pinned += len(view)
+        if self._pinned > self._pinned_budget:
+            self._spill(self._pinned_budget)
+
+    def _ranged_views(self, pos: int, end: int) -> Optional[Tuple[List[memoryview], Optional[int]]]:
+        """One ranged GET of [pos, end), ``pos`` the end of what is held, as views of its part
+        buffers, with the object size its response tells (the reported total, or where a short
+        response ends; else None). A 416 further on than 0 means the object ends at pos (no views);
+        at 0 (an empty object, or a store that refuses the range) the result is None: stream it."""
+        self.stats.get_requests += 1
+        try:
+            stream = self._get_stream(pos, end)
+            views = [byte_view(chunk) for chunk in stream]
+        except S3Exception as e:
+            if e.status != 416:
+                raise
+            return None if pos == 0 else ([], pos)
+        reported = getattr(stream, "object_size", None)
+        if reported is not None:
+            self._size_told = True
+            return views, int(reported)
+        got = sum(len(v) for v in views)
+        return views, (pos + got if got < end - pos else None)
 
     def _finish(self) -> None:
         self._eof = True
@@ -211,30 +233,14 @@ class SequentialS3Reader(_ObjectReader):
         end = part if size is None else min(part, size)
         if end <= 0:
             return
-        self.stats.get_requests += 1
-        try:
-            stream = opener(0, end)
-            views = [byte_view(chunk) for chunk in stream]
-        except S3Exception as e:
-            if e.status == 416:
-                return  # an empty object (or a store that refuses its range): the stream reads it
-            raise
-        got = 0
+        fetched = self._ranged_views(0, end)
+        if fetched is None:
+            return
+        views, told = fetched
         for view in views:
-            self._spans.append(view)
-            self._pinned += len(view)
-            got += len(view)
-        self.stats.bytes_fetched += got
-        if self._pinned > self._pinned_budget:
-            self._spill(self._pinned_budget)
-        reported = getattr(stream, "object_size", None)
-        if reported is not None:
-            self._size = int(reported)
-            self._size_told = True
-        elif got < end:
-            self._size = got
-        elif size is not None:
-            self._size = size
+            self._hold_part(view)
+        got = self._spans.end
+        self._size = told if told is not None else size
         if self._size is not None and got >= self._size:
             self._eof = True
             self._size = got
@@ -298,26 +304,11 @@ class SequentialS3Reader(_ObjectReader):
             first = getattr(opener, "part_size", _IN_PLACE_BYTES)
             if n is not None:
                 first = min(first, n)
-            self.stats.get_requests += 1
-            try:
-                stream = opener(pos, pos + first)
-                views = [byte_view(chunk) for chunk in stream]
-            except S3Exception as e:
-                if e.status == 416 and pos == 0:
-                    return None  # an empty object (or a store that refuses its range): stream it
-                if e.status == 416:
-                    # Nothing at pos, and the bytes before it are held: the object ends there.
-                    self._eof = True
-                    self._size = pos
-                    return b""
-                raise
-            got = sum(len(v) for v in views)
-            reported = getattr(stream, "object_size", None)
-            if reported is not None:
-                size = int(reported)
-            elif got < first:
-                size = pos + got  # a short response: the object ends here
-            else:
+            fetched = self._ranged_views(pos, pos + first)
+            if fetched is None:
+                return None
+            views, size = fetched
+            if size is None:
                 size = self._get_size()
             self._size = size
             prefix = views[0] if len(views) == 1 else b"".join(views)
