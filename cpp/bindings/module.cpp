@@ -370,6 +370,8 @@ NB_MODULE(_core, m) {
 
   m.def("_set_scatter_append_fault", &set_scatter_append_fault, nb::arg("on"),
         "Tests only: scatter appends find a buffer other than their ticket's (the GET must fail)");
+  m.def("_set_lent_body_fault", &set_lent_body_fault, nb::arg("on"),
+        "Tests only: upload parts with lent bytes cannot make their body (the upload must fail)");
   m.def("_set_map_failures", &set_map_failures, nb::arg("count"),
         "Tests only: the next `count` part-buffer mappings fail (their requests must fail cleanly)");
 

@@ -3,6 +3,7 @@
 #include <aws/common/error.h>
 #include <aws/common/logging.h>
 #include <aws/s3/s3.h>
+#include <aws/io/stream.h>
 #include <aws/s3/s3_buffer_pool.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -30,6 +31,7 @@ namespace {
 std::atomic<bool> g_direct_fault{false};
 std::atomic<int> g_map_failures{0};  // tests: this many next mappings fail as if mmap had
 std::atomic<bool> g_scatter_fault{false};  // tests: appends see a buffer that is not the ticket's
+std::atomic<bool> g_lent_body_fault{false};  // tests: parts with lent bytes cannot make their body
 
 size_t page_size() {
   static const size_t p = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -93,6 +95,16 @@ struct Ticket {
   Mapping own;              // odd-size buffer with its own mapping
   std::shared_ptr<ScatterMap> scatter;  // the GET stream's, if it has one
   std::shared_ptr<UploadLoan> loan;     // a lent slice of an upload's bytes: handed over full
+  const aws_s3_meta_request *meta = nullptr;  // whose reservation it is
+  // Upload bytes at part offsets [offset, offset + len) that are sent from the caller's memory at ptr
+  // (take_lent), in part order; the loans they were lent under, each given back when the ticket is.
+  struct Lent {
+    size_t offset;
+    const uint8_t *ptr;
+    size_t len;
+  };
+  std::vector<Lent> lent;
+  std::vector<std::shared_ptr<UploadLoan>> lent_loans;
   int pid = 0;
 };
 
@@ -101,6 +113,10 @@ aws_byte_buf ticket_claim(aws_s3_buffer_ticket *t) noexcept;
 #ifdef S3TORCH_CRT_TICKET_APPEND
 int ticket_append(aws_s3_buffer_ticket *t, aws_byte_buf *buf, const aws_byte_cursor *data,
                   uint64_t part_start) noexcept;
+#endif
+#ifdef AWS_S3_S3TORCH_LENT_RANGES
+bool ticket_take_lent(aws_s3_buffer_ticket *t, size_t offset, aws_byte_cursor data) noexcept;
+int ticket_body_stream(aws_s3_buffer_ticket *t, const aws_byte_buf *buf, aws_input_stream **out) noexcept;
 #endif
 void ticket_zero(void *user_data) noexcept;
 aws_future_s3_buffer_ticket *pool_reserve(aws_s3_buffer_pool *p, aws_s3_buffer_pool_reserve_meta meta) noexcept;
@@ -118,6 +134,12 @@ aws_s3_buffer_ticket_vtable make_ticket_vtable(bool scatter) {
   if (scatter) v.append = ticket_append;
 #else
   (void)scatter;
+#endif
+#ifdef AWS_S3_S3TORCH_LENT_RANGES
+  if (!scatter) {  // GET streams' tickets are never upload parts
+    v.take_lent = ticket_take_lent;
+    v.body_stream = ticket_body_stream;
+  }
 #endif
   return v;
 }
@@ -190,9 +212,10 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (pending_.empty() && stats_.reserved_bytes + charge <= limit_) {
-          granted = grant_locked(meta.size, std::move(scatter));
+          granted = grant_locked(meta.size, std::move(scatter), meta.meta_request);
         } else {
-          pending_.push_back(Pending{aws_future_s3_buffer_ticket_acquire(future), meta.size, std::move(scatter)});
+          pending_.push_back(Pending{aws_future_s3_buffer_ticket_acquire(future), meta.size, std::move(scatter),
+                                     meta.meta_request});
           stats_.waits++;
         }
       }
@@ -201,6 +224,35 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
       if (!aws_future_s3_buffer_ticket_is_done(future)) aws_future_s3_buffer_ticket_set_error(future, AWS_ERROR_OOM);
     }
     return future;
+  }
+
+  // Records `data`, written at `offset` of t's part buffer, as sent from the caller's memory when it lies
+  // inside the lent range registered for t's upload. Called by the CRT under its lock, in write order.
+  bool take_lent(Ticket *t, size_t offset, aws_byte_cursor data) noexcept {
+    std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
+    auto it = receivers_.find(t->meta);
+    if (it == receivers_.end() || !it->second.lent) return false;
+    LentRange &range = *it->second.lent;
+    if (data.ptr < range.begin || data.ptr > range.end || data.len > size_t(range.end - data.ptr)) return false;
+    if (!t->lent.empty() && offset < t->lent.back().offset + t->lent.back().len) return false;  // never out of order
+    try {
+      t->lent.reserve(t->lent.size() + 1);
+      if (t->lent_loans.empty() || t->lent_loans.back() != range.loan) {
+        t->lent_loans.reserve(t->lent_loans.size() + 1);
+        range.loan->lend();
+        t->lent_loans.push_back(range.loan);
+      }
+    } catch (...) {  // out of memory: the CRT copies these bytes instead
+      return false;
+    }
+    Ticket::Lent *last = t->lent.empty() ? nullptr : &t->lent.back();
+    if (last && last->offset + last->len == offset && last->ptr + last->len == data.ptr) {
+      last->len += data.len;  // continues the previous piece, in the part and in memory
+    } else {
+      t->lent.push_back(Ticket::Lent{offset, data.ptr, data.len});  // room reserved above
+    }
+    range.taken += data.len;
+    return true;
   }
 
   std::unique_lock<std::recursive_mutex> lock_receivers() override {
@@ -252,6 +304,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   }
 
   void release(Ticket *t) noexcept {
+    for (auto &loan : t->lent_loans) loan->give_back();  // nothing reads the lent memory any more
     if (t->direct) {  // caller memory: nothing to return to the pool
       if (t->loan) t->loan->give_back();
       return;
@@ -283,7 +336,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
           continue;
         }
         try {
-          grants.emplace_back(p.future, grant_locked(p.size, std::move(p.scatter)));
+          grants.emplace_back(p.future, grant_locked(p.size, std::move(p.scatter), p.meta));
         } catch (...) {  // the ticket itself could not be allocated
           aws_future_s3_buffer_ticket_set_error(p.future, AWS_ERROR_OOM);
           aws_future_s3_buffer_ticket_release(p.future);
@@ -332,6 +385,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
     aws_future_s3_buffer_ticket *future;
     size_t size;
     std::shared_ptr<ScatterMap> scatter;
+    const aws_s3_meta_request *meta;
   };
 
   // The registered receiver of the reservation's GET, if any: a ticket onto the next slice of its
@@ -382,8 +436,9 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   // a mapping of its own. Charging the occupancy, not the size, is what keeps the limit hard.
   size_t charge_for(size_t size) const { return size <= part_bytes_ ? part_bytes_ : round_up(size, page_size()); }
 
-  Ticket *grant_locked(size_t size, std::shared_ptr<ScatterMap> scatter) {
+  Ticket *grant_locked(size_t size, std::shared_ptr<ScatterMap> scatter, const aws_s3_meta_request *meta) {
     Ticket *t = new_ticket(size);
+    t->meta = meta;
     t->charge = charge_for(size);
     if (scatter) {
       t->scatter = std::move(scatter);
@@ -590,6 +645,109 @@ int ticket_append(aws_s3_buffer_ticket *base, aws_byte_buf *buf, const aws_byte_
 }
 #endif
 
+#ifdef AWS_S3_S3TORCH_LENT_RANGES
+bool ticket_take_lent(aws_s3_buffer_ticket *base, size_t offset, aws_byte_cursor data) noexcept {
+  auto *t = static_cast<Ticket *>(base->impl);
+  if (t->direct || t->scatter || t->pid != getpid()) return false;
+  return t->pool->take_lent(t, offset, data);
+}
+
+// An upload part's body: its buffer's bytes, with the pieces the ticket took lent read from the caller's
+// memory. Holds the ticket (and so the lent memory's loans) until the HTTP layer is done with it.
+struct LentBodyStream {
+  aws_input_stream base{};
+  aws_s3_buffer_ticket *ticket = nullptr;
+  const Ticket *t = nullptr;
+  const uint8_t *buf = nullptr;
+  size_t len = 0;
+  size_t pos = 0;
+  size_t piece = 0;  // the first lent piece that ends after pos
+};
+
+void lent_body_destroy(void *user_data) noexcept {
+  auto *s = static_cast<LentBodyStream *>(user_data);
+  aws_s3_buffer_ticket_release(s->ticket);
+  delete s;
+}
+
+void lent_body_place(LentBodyStream *s, size_t pos) {
+  s->pos = pos;
+  s->piece = 0;
+  while (s->piece < s->t->lent.size() && s->t->lent[s->piece].offset + s->t->lent[s->piece].len <= pos) ++s->piece;
+}
+
+int lent_body_seek(aws_input_stream *stream, int64_t offset, aws_stream_seek_basis basis) noexcept {
+  auto *s = static_cast<LentBodyStream *>(stream->impl);
+  int64_t to = basis == AWS_SSB_BEGIN ? offset : int64_t(s->len) + offset;
+  if (to < 0 || uint64_t(to) > s->len) return aws_raise_error(AWS_IO_STREAM_INVALID_SEEK_POSITION);
+  lent_body_place(s, size_t(to));
+  return AWS_OP_SUCCESS;
+}
+
+int lent_body_read(aws_input_stream *stream, aws_byte_buf *dest) noexcept {
+  auto *s = static_cast<LentBodyStream *>(stream->impl);
+  const auto &lent = s->t->lent;
+  while (s->pos < s->len && dest->len < dest->capacity) {
+    size_t room = dest->capacity - dest->len;
+    const uint8_t *from;
+    size_t n;
+    if (s->piece < lent.size() && lent[s->piece].offset <= s->pos) {
+      const Ticket::Lent &p = lent[s->piece];
+      from = p.ptr + (s->pos - p.offset);
+      n = std::min(room, p.offset + p.len - s->pos);
+      if (s->pos + n == p.offset + p.len) ++s->piece;
+    } else {
+      size_t stop = s->piece < lent.size() ? lent[s->piece].offset : s->len;
+      from = s->buf + s->pos;
+      n = std::min(room, stop - s->pos);
+    }
+    std::memcpy(dest->buffer + dest->len, from, n);
+    dest->len += n;
+    s->pos += n;
+  }
+  return AWS_OP_SUCCESS;
+}
+
+int lent_body_status(aws_input_stream *stream, aws_stream_status *status) noexcept {
+  auto *s = static_cast<LentBodyStream *>(stream->impl);
+  status->is_end_of_stream = s->pos >= s->len;
+  status->is_valid = true;
+  return AWS_OP_SUCCESS;
+}
+
+int lent_body_length(aws_input_stream *stream, int64_t *out) noexcept {
+  *out = int64_t(static_cast<LentBodyStream *>(stream->impl)->len);
+  return AWS_OP_SUCCESS;
+}
+
+aws_input_stream_vtable g_lent_body_vtable = {lent_body_seek, lent_body_read, lent_body_status, lent_body_length,
+                                              nullptr, nullptr};
+
+int ticket_body_stream(aws_s3_buffer_ticket *base, const aws_byte_buf *buf, aws_input_stream **out) noexcept {
+  auto *t = static_cast<Ticket *>(base->impl);
+  *out = nullptr;
+  if (t->lent.empty()) return AWS_OP_SUCCESS;
+  const Ticket::Lent &last = t->lent.back();
+  if (buf->buffer != t->data || last.offset + last.len > buf->len || g_lent_body_fault) {
+    // Not this ticket's buffer, or shorter than what was lent into it: sending it would send bytes that
+    // were never written. Fail the part instead.
+    return aws_raise_error(AWS_ERROR_INVALID_STATE);
+  }
+  auto *s = new (std::nothrow) LentBodyStream();
+  if (!s) return aws_raise_error(AWS_ERROR_OOM);
+  s->base.impl = s;
+  s->base.vtable = &g_lent_body_vtable;
+  aws_ref_count_init(&s->base.ref_count, s, lent_body_destroy);
+  s->ticket = aws_s3_buffer_ticket_acquire(base);
+  s->t = t;
+  s->buf = buf->buffer;
+  s->len = buf->len;
+  lent_body_place(s, 0);
+  *out = &s->base;
+  return AWS_OP_SUCCESS;
+}
+#endif
+
 void ticket_zero(void *user_data) noexcept {
   auto *t = static_cast<Ticket *>(user_data);
   if (t->pid != getpid()) return;  // a parent's ticket in a forked child: leak, never touch the pool
@@ -617,6 +775,8 @@ void set_direct_placement_fault(bool on) { g_direct_fault = on; }
 void set_map_failures(int count) { g_map_failures = count; }
 
 void set_scatter_append_fault(bool on) { g_scatter_fault = on; }
+
+void set_lent_body_fault(bool on) { g_lent_body_fault = on; }
 
 aws_s3_buffer_pool *pool_factory(aws_allocator *allocator, aws_s3_buffer_pool_config config,
                                  void *user_data) {

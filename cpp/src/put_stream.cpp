@@ -65,27 +65,30 @@ std::shared_ptr<UploadLoan> PutStream::new_loan() const { return std::make_share
 void PutStream::write_lent(const uint8_t *data, size_t n, const std::shared_ptr<UploadLoan> &loan) {
   check_writable();
   if (n == 0) return;
-#ifdef AWS_S3_S3TORCH_IN_PLACE_PARTS
-  // Every part is exactly part_size bytes (the last aside): the part being filled holds written %
-  // part of them. Bytes up to its end are copied into it; each whole part after that is lent.
-  const uint64_t part = part_size();
-  const uint64_t head = (part - st_->written % part) % part;
+#if defined(AWS_S3_S3TORCH_IN_PLACE_PARTS) && defined(AWS_S3_S3TORCH_LENT_RANGES)
   std::shared_ptr<BufferPool> pool = st_->owner->pool;
-  if (pool && n >= head + part) {
+  if (pool) {
+    // Every part is exactly part_size bytes (the last aside): the part being filled holds written %
+    // part of them. Bytes up to its end go into it, and the bytes after the last whole part into the
+    // next one, taken lent by their tickets (sent from here, our patch 0008); each whole part between
+    // is lent as the part's buffer itself (patch 0007).
+    const uint64_t part = part_size();
+    const uint64_t head = std::min<uint64_t>(n, (part - st_->written % part) % part);
     DirectSink sink;
     sink.base = const_cast<uint8_t *>(data) + head;  // never written: lent buffers come full
     sink.size = (n - head) / part * part;
     sink.loan = loan;
+    LentRange range{data, data + n, loan, 0};
     // No more parts lent at once than the pool would hold copied: the caller's memory (a save's CPU
     // copies of GPU tensors) is then held no longer than copies of it would have been.
     const uint64_t window = std::max<uint64_t>(2, pool->limit_bytes() / part);
-    // Only this write's reservations (all made before it returns) may see the sink.
+    // Only this write's reservations and writes (all made before it returns) may see the sink and range.
     struct Registration {
       BufferPool &pool;
       const aws_s3_meta_request *meta;
       ~Registration() { pool.remove_receiver(meta); }
     } registration{*pool, st_->meta};
-    pool->add_receiver(st_->meta, PoolReceiver{&sink, nullptr});
+    pool->add_receiver(st_->meta, PoolReceiver{sink.size ? &sink : nullptr, nullptr, &range});
     if (head) hand_over(data, head);
     for (uint64_t at = head; at < head + sink.size; at += part) {
       while (!st_->lent->wait_below(window, 1.0)) {
@@ -95,7 +98,8 @@ void PutStream::write_lent(const uint8_t *data, size_t n, const std::shared_ptr<
       hand_over(data + at, part);
     }
     if (n > head + sink.size) hand_over(data + head + sink.size, n - head - sink.size);
-    st_->owner->counters->bytes_uploaded_in_place += sink.assigned;
+    auto lock = pool->lock_receivers();  // range.taken is written under it
+    st_->owner->counters->bytes_uploaded_in_place += sink.assigned + range.taken;
     return;
   }
 #endif

@@ -527,8 +527,10 @@ def test_fresh_destinations_are_mapped_in_ahead_of_the_gets(seaweed_target: Targ
 
 
 def test_tensor_bytes_go_out_from_the_tensors_own_memory(seaweed_target: Target) -> None:
-    """The whole upload parts inside each tensor's bytes are sent from the tensor's storage (lent,
-    not copied into part buffers); the rest is copied. The tensors are left as they were and the
+    """Each tensor's bytes are sent from the tensor's storage (lent, not copied into part buffers):
+    whole parts as the parts' buffers, the pieces around them from parts shared with the archive's
+    headers. Only the small tensor (torch.save into memory) and the few bytes held back until a
+    record's data descriptor is known are copied. The tensors are left as they were and the
     checkpoint loads back (and reads with torch.load) to the same values."""
     import io
 
@@ -539,9 +541,9 @@ def test_tensor_bytes_go_out_from_the_tensors_own_memory(seaweed_target: Target)
     writer = seaweed_target.writer(thread_count=1)
     dcp.save(state, storage_writer=writer)
     counters = writer.fs.client._native.counters()
-    part = writer.fs.client.s3client_config.part_size
-    assert counters["bytes_uploaded_in_place"] >= 3 * 2 * part  # at least two whole parts per tensor
-    assert counters["bytes_uploaded_in_place"] % part == 0
+    big = sum(state[f"w{i}"].nbytes for i in range(3))
+    held_back = 24  # per record, at most: where its data descriptor may begin
+    assert big - 3 * held_back <= counters["bytes_uploaded_in_place"] <= big
     assert counters["bytes_uploaded"] > counters["bytes_uploaded_in_place"]
     assert_same(before, state)
     dest = blank_like(state)

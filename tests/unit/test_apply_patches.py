@@ -87,7 +87,7 @@ OURS = sorted((REPO / "third_party" / "patches").glob("*.patch"))
 
 @pytest.mark.parametrize("patch", OURS, ids=lambda p: p.name)
 def test_our_patches_parse_and_say_why_they_exist(patch):
-    assert len(OURS) == 7
+    assert len(OURS) == 8
     files = ap._parse(patch.read_text())
     assert files and all(hunks for _, hunks in files)
     description = patch.read_text().split("\n--- ", 1)[0]

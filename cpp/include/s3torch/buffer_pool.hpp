@@ -131,11 +131,23 @@ constexpr bool kScatterSupported = true;
 constexpr bool kScatterSupported = false;
 #endif
 
-// Where the parts of one registered GET go instead of ordinary pool buffers: into caller memory in
-// part order (DirectGet), or into pool buffers that append through a ScatterMap (GetStream).
+// Caller memory an upload's next writes come from (PutStream::write_lent), unchanged until `loan` came
+// back: bytes written from inside it into a part buffer are recorded by the buffer's ticket and sent
+// from here (our patch 0008) instead of copied. `taken` counts them (under the pool's receiver lock).
+struct LentRange {
+  const uint8_t *begin = nullptr;
+  const uint8_t *end = nullptr;
+  std::shared_ptr<UploadLoan> loan;
+  uint64_t taken = 0;
+};
+
+// Where the parts of one registered request go instead of ordinary pool buffers: into caller memory in
+// part order (DirectGet), or into pool buffers that append through a ScatterMap (GetStream). An
+// upload's `lent` range: see LentRange.
 struct PoolReceiver {
   DirectSink *sink = nullptr;
   std::shared_ptr<ScatterMap> scatter;
+  LentRange *lent = nullptr;
 };
 
 // Tests only: hand out direct slices from the end backwards, so that parts land in the wrong place
@@ -147,6 +159,9 @@ void set_map_failures(int count);
 
 // Tests only: every scatter append finds a buffer other than its ticket's (the request must fail).
 void set_scatter_append_fault(bool on);
+
+// Tests only: every upload part with lent bytes fails to make its body (the upload must fail cleanly).
+void set_lent_body_fault(bool on);
 
 class BufferPool;
 

@@ -156,19 +156,19 @@ class _CrcSink:
         lend = getattr(self._out, "_write_lent", None) if self._owner is not None else None
         part = getattr(getattr(self._out, "stream", None), "part_size", 0) if lend is not None else 0
         if lend is not None and part:
-            # The whole upload parts inside a storage's bytes are sent from the storage itself, which
-            # holds still until the save returns: no copy into a part buffer. Part by part, so that
-            # the upload reads each soon after its checksum did.
+            # A storage's bytes are sent from the storage itself, which holds still until the save
+            # returns: no copy into a part buffer (whole parts are lent as the part's buffer, the
+            # pieces around them share a part with other bytes). Up to each part boundary at a time,
+            # so that the upload reads each piece soon after its checksum did.
             start = self._owner.data_ptr()
             end = start + self._owner.nbytes()
-            head = -self._out.tell() % part
-            if n >= head + part:
-                self._copy_out(payload[:head])
-                for at in range(head, head + (n - head) // part * part, part):
-                    piece = payload[at : at + part]
-                    self._crc = _core.crc32(piece, self._crc)
-                    lend(piece, self._owner, start, end)
-                at += part
+            at = 0
+            while at < n:
+                take = min(n - at, part - (self._out.tell() % part))
+                piece = payload[at : at + take]
+                self._crc = _core.crc32(piece, self._crc)
+                lend(piece, self._owner, start, end)
+                at += take
         self._copy_out(payload[at:])
         self._payload += n
 
