@@ -229,6 +229,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   // Records `data`, written at `offset` of t's part buffer, as sent from the caller's memory when it lies
   // inside the lent range registered for t's upload. Called by the CRT under its lock, in write order.
   bool take_lent(Ticket *t, size_t offset, aws_byte_cursor data) noexcept {
+    if (lent_receivers_.load(std::memory_order_acquire) == 0) return false;  // no lock for plain writes
     std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
     auto it = receivers_.find(t->meta);
     if (it == receivers_.end() || !it->second.lent) return false;
@@ -261,12 +262,17 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
 
   void add_receiver(const aws_s3_meta_request *meta, PoolReceiver receiver) override {
     std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
-    receivers_[meta] = std::move(receiver);
+    PoolReceiver &slot = receivers_[meta];
+    lent_receivers_ += (receiver.lent != nullptr) - (slot.lent != nullptr);
+    slot = std::move(receiver);
   }
 
   void remove_receiver(const aws_s3_meta_request *meta) override {
     std::lock_guard<std::recursive_mutex> lock(receivers_mu_);
-    receivers_.erase(meta);
+    auto it = receivers_.find(meta);
+    if (it == receivers_.end()) return;
+    if (it->second.lent) lent_receivers_--;
+    receivers_.erase(it);
   }
 
   // Registering pins (faults in) every page: the slabs mapped so far are registered outside the lock,
@@ -609,6 +615,7 @@ class Pool : public BufferPool, public std::enable_shared_from_this<Pool> {
   std::vector<std::unique_ptr<Slab>> slabs_;
   std::recursive_mutex receivers_mu_;
   std::unordered_map<const aws_s3_meta_request *, PoolReceiver> receivers_;
+  std::atomic<int> lent_receivers_{0};  // receivers_ with a lent range (take_lent skips the lock at 0)
   aws_s3_buffer_pool c_pool_{};
   std::shared_ptr<Pool> c_self_;
   std::shared_ptr<HostRegistrar> registrar_;  // set once (set_registrar), never cleared
@@ -720,7 +727,7 @@ int lent_body_length(aws_input_stream *stream, int64_t *out) noexcept {
   return AWS_OP_SUCCESS;
 }
 
-aws_input_stream_vtable g_lent_body_vtable = {lent_body_seek, lent_body_read, lent_body_status, lent_body_length,
+const aws_input_stream_vtable g_lent_body_vtable = {lent_body_seek, lent_body_read, lent_body_status, lent_body_length,
                                               nullptr, nullptr};
 
 int ticket_body_stream(aws_s3_buffer_ticket *base, const aws_byte_buf *buf, aws_input_stream **out) noexcept {

@@ -65,18 +65,24 @@ std::shared_ptr<UploadLoan> PutStream::new_loan() const { return std::make_share
 void PutStream::write_lent(const uint8_t *data, size_t n, const std::shared_ptr<UploadLoan> &loan) {
   check_writable();
   if (n == 0) return;
-#if defined(AWS_S3_S3TORCH_IN_PLACE_PARTS) && defined(AWS_S3_S3TORCH_LENT_RANGES)
+#ifdef AWS_S3_S3TORCH_IN_PLACE_PARTS
+#ifdef AWS_S3_S3TORCH_LENT_RANGES
+  constexpr bool kLendPieces = true;
+#else
+  constexpr bool kLendPieces = false;  // a CRT with patch 0007 only: whole parts are lent, the rest copied
+#endif
+  // Every part is exactly part_size bytes (the last aside): the part being filled holds written %
+  // part of them. Bytes up to its end go into it, and the bytes after the last whole part into the
+  // next one, taken lent by their tickets (sent from here, our patch 0008); each whole part between
+  // is lent as the part's buffer itself (patch 0007).
   std::shared_ptr<BufferPool> pool = st_->owner->pool;
-  if (pool) {
-    // Every part is exactly part_size bytes (the last aside): the part being filled holds written %
-    // part of them. Bytes up to its end go into it, and the bytes after the last whole part into the
-    // next one, taken lent by their tickets (sent from here, our patch 0008); each whole part between
-    // is lent as the part's buffer itself (patch 0007).
-    const uint64_t part = part_size();
-    const uint64_t head = std::min<uint64_t>(n, (part - st_->written % part) % part);
+  const uint64_t part = part_size();
+  const uint64_t head = std::min<uint64_t>(n, (part - st_->written % part) % part);
+  const uint64_t whole = (n - head) / part * part;
+  if (pool && (whole || kLendPieces)) {
     DirectSink sink;
     sink.base = const_cast<uint8_t *>(data) + head;  // never written: lent buffers come full
-    sink.size = (n - head) / part * part;
+    sink.size = whole;
     sink.loan = loan;
     LentRange range{data, data + n, loan, 0};
     // No more parts lent at once than the pool would hold copied: the caller's memory (a save's CPU
@@ -88,16 +94,16 @@ void PutStream::write_lent(const uint8_t *data, size_t n, const std::shared_ptr<
       const aws_s3_meta_request *meta;
       ~Registration() { pool.remove_receiver(meta); }
     } registration{*pool, st_->meta};
-    pool->add_receiver(st_->meta, PoolReceiver{sink.size ? &sink : nullptr, nullptr, &range});
+    pool->add_receiver(st_->meta, PoolReceiver{whole ? &sink : nullptr, nullptr, kLendPieces ? &range : nullptr});
     if (head) hand_over(data, head);
-    for (uint64_t at = head; at < head + sink.size; at += part) {
+    for (uint64_t at = head; at < head + whole; at += part) {
       while (!st_->lent->wait_below(window, 1.0)) {
         std::lock_guard<std::mutex> lock(st_->mu);
         if (st_->finished) break;  // the upload failed: the next hand-over says so
       }
       hand_over(data + at, part);
     }
-    if (n > head + sink.size) hand_over(data + head + sink.size, n - head - sink.size);
+    if (n > head + whole) hand_over(data + head + whole, n - head - whole);
     auto lock = pool->lock_receivers();  // range.taken is written under it
     st_->owner->counters->bytes_uploaded_in_place += sink.assigned + range.taken;
     return;

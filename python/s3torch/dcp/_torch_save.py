@@ -140,20 +140,22 @@ class _CrcSink:
         # Hold back the last bytes: the data descriptor is among them once the record ends.
         if len(rest) >= _DESC_MAX:
             if self._held:
-                self._emit(memoryview(bytes(self._held)))
+                self._emit(memoryview(bytes(self._held)), copied=True)
             self._emit(rest[: len(rest) - _DESC_MAX])
             self._held = bytearray(rest[len(rest) - _DESC_MAX :])
         else:
             self._held += rest
             if len(self._held) > _DESC_MAX:
                 cut = len(self._held) - _DESC_MAX
-                self._emit(memoryview(bytes(self._held[:cut])))
+                self._emit(memoryview(bytes(self._held[:cut])), copied=True)
                 del self._held[:cut]
 
-    def _emit(self, payload: memoryview) -> None:
+    def _emit(self, payload: memoryview, copied: bool = False) -> None:
+        """Forwards record payload bytes; ``copied``: they are a copy (held-back bytes), not the
+        storage's own memory, so there is nothing to lend."""
         n = len(payload)
         at = 0
-        lend = getattr(self._out, "_write_lent", None) if self._owner is not None else None
+        lend = getattr(self._out, "_write_lent", None) if self._owner is not None and not copied else None
         part = getattr(getattr(self._out, "stream", None), "part_size", 0) if lend is not None else 0
         if lend is not None and part:
             # A storage's bytes are sent from the storage itself, which holds still until the save
@@ -162,7 +164,6 @@ class _CrcSink:
             # so that the upload reads each piece soon after its checksum did.
             start = self._owner.data_ptr()
             end = start + self._owner.nbytes()
-            at = 0
             while at < n:
                 take = min(n - at, part - (self._out.tell() % part))
                 piece = payload[at : at + take]
@@ -192,7 +193,7 @@ class _CrcSink:
         held = self._held
         if len(held) < size or held[len(held) - size : len(held) - size + 4] != _DESC_SIG:
             raise LayoutError(f"no data descriptor after record {name}")
-        self._emit(memoryview(bytes(held[: len(held) - size])))
+        self._emit(memoryview(bytes(held[: len(held) - size])), copied=True)
         if self._payload != nbytes:
             raise LayoutError(f"record {name}: {self._payload} payload bytes, expected {nbytes}")
         descriptor = bytearray(held[len(held) - size :])
