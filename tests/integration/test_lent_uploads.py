@@ -42,6 +42,28 @@ def _in_place(client) -> int:
     return client._native.counters()["bytes_uploaded_in_place"]
 
 
+def _mixed_part_upload(writer, owner) -> bytes:
+    """1 MiB written, then ``owner``'s bytes lent: the first part mixes the two, the rest is lent."""
+    header = os.urandom(MiB)
+    writer.write(header)
+    writer._write_lent(owner.view(), owner, owner.start, owner.end)
+    return header + owner.data()
+
+
+def _assert_let_go(watch: weakref.ref) -> None:
+    """The watched owner is dropped once its memory came back: after a failed upload the CRT releases
+    the meta request's last buffer on one of its threads, so this waits for it (up to 10 s)."""
+    from s3torch import _writer
+
+    for _ in range(100):
+        gc.collect()
+        _writer._prune_held()
+        if watch() is None:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the owner is dropped once its memory came back")
+
+
 def _still_held(owner) -> bool:
     """Whether the writers' module still holds ``owner`` for a part the CRT has not given back."""
     from s3torch import _writer
@@ -83,11 +105,14 @@ def test_small_lent_pieces_share_parts_with_written_bytes(server, bucket, make_c
     assert client.get_object(bucket, "obj").read() == b"".join(expected)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["whole-parts", "shared-parts"])
 def test_the_owner_is_held_until_its_parts_are_uploaded(
-    seaweed_server, seaweed_bucket, make_client, proxy_factory
+    seaweed_server, seaweed_bucket, make_client, proxy_factory, shared
 ):
     """Parts held up on their way: the write returns while they are in flight, and the owner of the
-    memory they are sent from stays alive until close() has seen the CRT give them back."""
+    memory they are sent from stays alive until close() has seen the CRT give them back. Whole parts
+    lent as buffers, or (shared) lent bytes in parts with written ones: 7 MiB of the owner's complete
+    the first part after 1 MiB written, and its last 1 MiB waits in the second part for close()."""
     from s3torch import _writer
     from s3torch.testing import Fault, delay
 
@@ -96,11 +121,14 @@ def test_the_owner_is_held_until_its_parts_are_uploaded(
         Fault(delay(1.0), method="PUT", when=lambda r: "partNumber" in r.query, times=None)
     )
     client = make_client(seaweed_server, endpoint=proxy.endpoint)
-    owner = Owner(3 * PART)
-    expected = owner.data()
+    owner = Owner(PART if shared else 3 * PART)
     watch = weakref.ref(owner)
     writer = client.put_object(seaweed_bucket, "obj")
-    writer._write_lent(owner.view(), owner, owner.start, owner.end)
+    if shared:
+        expected = _mixed_part_upload(writer, owner)
+    else:
+        expected = owner.data()
+        writer._write_lent(owner.view(), owner, owner.start, owner.end)
     loan, held = writer._lent[0]
     assert held is owner and not loan.returned  # parts still on their way, sent from owner's memory
     del owner, held
@@ -110,7 +138,7 @@ def test_the_owner_is_held_until_its_parts_are_uploaded(
     assert loan.returned and writer._lent == [] and not _writer._held
     gc.collect()
     assert watch() is None, "released once the upload ended"
-    assert slow.fired >= 3
+    assert slow.fired >= (2 if shared else 3)
     assert client.get_object(seaweed_bucket, "obj").read() == expected
 
 
@@ -154,7 +182,6 @@ def test_a_failing_upload_gives_the_lent_memory_back(
 ):
     """Every part refused: the write fails with the server's error, no object appears, and the owner is
     held until the CRT let go of its last lent part (at the latest when the native stream is gone)."""
-    from s3torch import _writer
     from s3torch.testing import Fault, respond
 
     proxy = proxy_factory(seaweed_server)
@@ -170,13 +197,7 @@ def test_a_failing_upload_gives_the_lent_memory_back(
     writer.abort()
     assert owner.data() == before
     del owner, writer
-    for _ in range(100):  # the CRT releases the meta request's last buffer on one of its threads
-        gc.collect()
-        _writer._prune_held()
-        if watch() is None:
-            break
-        time.sleep(0.1)
-    assert watch() is None, "the owner is dropped once its memory came back"
+    _assert_let_go(watch)
     with pytest.raises(S3Exception):
         client.head_object(seaweed_bucket, "obj")
 
@@ -199,14 +220,6 @@ def test_lent_parts_wait_for_room_under_a_small_memory_limit(
     assert _in_place(client) == 6 * PART
     assert lent_for >= 2 * 0.3, f"six parts through a window of two took only {lent_for:.2f} s"
     assert client.get_object(seaweed_bucket, "obj").read() == owner.data()
-
-
-def _mixed_part_upload(writer, owner) -> bytes:
-    """1 MiB written, then ``owner``'s bytes lent: the first part mixes the two, the rest is lent."""
-    header = os.urandom(MiB)
-    writer.write(header)
-    writer._write_lent(owner.view(), owner, owner.start, owner.end)
-    return header + owner.data()
 
 
 def test_a_part_with_lent_bytes_damaged_in_transit_is_resent(
@@ -233,43 +246,13 @@ def test_a_part_with_lent_bytes_damaged_in_transit_is_resent(
     assert make_client(seaweed_server).get_object(seaweed_bucket, "obj").read() == expected
 
 
-def test_the_owner_of_lent_bytes_in_a_shared_part_is_held_until_it_is_uploaded(
-    seaweed_server, seaweed_bucket, make_client, proxy_factory
-):
-    """Parts held up on their way: the owner of lent bytes that share parts with written ones stays
-    alive after the write returns, and is dropped once close() has seen the CRT give the parts back."""
-    from s3torch import _writer
-    from s3torch.testing import Fault, delay
-
-    proxy = proxy_factory(seaweed_server)
-    slow = proxy.add_fault(
-        Fault(delay(1.0), method="PUT", when=lambda r: "partNumber" in r.query, times=None)
-    )
-    client = make_client(seaweed_server, endpoint=proxy.endpoint)
-    owner = Owner(PART)  # 7 MiB of it complete the first part, 1 MiB waits in the second for close()
-    watch = weakref.ref(owner)
-    writer = client.put_object(seaweed_bucket, "obj")
-    expected = _mixed_part_upload(writer, owner)
-    loan, held = writer._lent[0]
-    assert held is owner and not loan.returned
-    del owner, held
-    gc.collect()
-    assert watch() is not None, "the writer keeps the owner of lent memory alive"
-    writer.close()
-    assert loan.returned and writer._lent == [] and not _writer._held
-    gc.collect()
-    assert watch() is None, "released once the upload ended"
-    assert slow.fired >= 2
-    assert client.get_object(seaweed_bucket, "obj").read() == expected
-
-
 def test_a_part_whose_lent_body_cannot_be_made_fails_and_nothing_lands(
     seaweed_server, seaweed_bucket, make_client
 ):
     """Should a part with lent bytes ever be unable to make its body, the part fails (the CRT never
     sends its buffer, which does not hold those bytes): the upload fails, no object appears, the lent
     memory is left as it was and its owner is let go."""
-    from s3torch import _core, _writer
+    from s3torch import _core
 
     client = make_client(seaweed_server, max_attempts=2)
     owner = Owner(10 * MiB)
@@ -286,12 +269,6 @@ def test_a_part_whose_lent_body_cannot_be_made_fails_and_nothing_lands(
         _core._set_lent_body_fault(False)
     assert owner.data() == before
     del owner, writer
-    for _ in range(100):  # the CRT releases the meta request's last buffer on one of its threads
-        gc.collect()
-        _writer._prune_held()
-        if watch() is None:
-            break
-        time.sleep(0.1)
-    assert watch() is None, "the owner is dropped once its memory came back"
+    _assert_let_go(watch)
     with pytest.raises(S3Exception):
         client.head_object(seaweed_bucket, "obj")
