@@ -88,3 +88,17 @@ def test_the_checkpoint_cases_save_then_load_and_check_the_values(
     loaded = runner.run(dict(common, op="torch.load"))
     assert loaded["ok"] is True and loaded["bytes"] == saved["bytes"] and loaded["seconds"] > 0
     assert runner.run(dict(common, op="torch.load", seed=4))["ok"] is False
+
+
+def test_quick_mode_keeps_every_case_and_tool_but_loads_only_our_checkpoints() -> None:
+    """--quick (about a minute) runs every case with every tool; only the loads of checkpoints written
+    by s3torchconnector are left to the full run, which has both writers' for every load but the fresh one."""
+    import argparse
+
+    full = bench.plan(argparse.Namespace(quick=False), True)
+    quick = bench.plan(argparse.Namespace(quick=True), True)
+    assert {(c, t) for c, _, t, _ in quick} == {(c, t) for c, _, t, _ in full}
+    assert not [d for c, d, _, _ in quick if "saved by s3torchconnector" in d]
+    by_them = {(c, d) for c, d, _, _ in full if "saved by s3torchconnector" in d}
+    assert {c for c, _ in by_them} == {"dcp/full", "dcp/partial-10%", "dcp/spread"}
+    assert len(quick) == len(full) - sum(1 for _, d, _, _ in full if "saved by s3torchconnector" in d)
