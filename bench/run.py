@@ -511,7 +511,7 @@ def plan(args: argparse.Namespace, have_ref: bool) -> List[Tuple[str, str, str, 
         for shape in ("mixed", "fp32"):
             # Into untouched memory: which library wrote the checkpoint changes nothing there. --quick
             # loads only s3torch's checkpoints (every case and tool still runs, in about a minute).
-            both = scope != "full-fresh" and not getattr(args, "quick", False)
+            both = scope != "full-fresh" and not args.quick
             for writer in ["s3torch", *refs] if both else ["s3torch"]:
                 data = f"{shape}, saved by {writer}"
                 for tool in ["s3torch", *refs, *fsspec]:

@@ -663,9 +663,7 @@ bool ticket_take_lent(aws_s3_buffer_ticket *base, size_t offset, aws_byte_cursor
 // memory. Holds the ticket (and so the lent memory's loans) until the HTTP layer is done with it.
 struct LentBodyStream {
   aws_input_stream base{};
-  aws_s3_buffer_ticket *ticket = nullptr;
-  const Ticket *t = nullptr;
-  const uint8_t *buf = nullptr;
+  Ticket *t = nullptr;  // acquired: its buffer (data) and lent pieces
   size_t len = 0;
   size_t pos = 0;
   size_t piece = 0;  // the first lent piece that ends after pos
@@ -673,7 +671,7 @@ struct LentBodyStream {
 
 void lent_body_destroy(void *user_data) noexcept {
   auto *s = static_cast<LentBodyStream *>(user_data);
-  aws_s3_buffer_ticket_release(s->ticket);
+  aws_s3_buffer_ticket_release(&s->t->base);
   delete s;
 }
 
@@ -705,7 +703,7 @@ int lent_body_read(aws_input_stream *stream, aws_byte_buf *dest) noexcept {
       if (s->pos + n == p.offset + p.len) ++s->piece;
     } else {
       size_t stop = s->piece < lent.size() ? lent[s->piece].offset : s->len;
-      from = s->buf + s->pos;
+      from = s->t->data + s->pos;
       n = std::min(room, stop - s->pos);
     }
     std::memcpy(dest->buffer + dest->len, from, n);
@@ -727,8 +725,8 @@ int lent_body_length(aws_input_stream *stream, int64_t *out) noexcept {
   return AWS_OP_SUCCESS;
 }
 
-const aws_input_stream_vtable g_lent_body_vtable = {lent_body_seek, lent_body_read, lent_body_status, lent_body_length,
-                                              nullptr, nullptr};
+const aws_input_stream_vtable g_lent_body_vtable = {lent_body_seek,   lent_body_read, lent_body_status,
+                                                    lent_body_length, nullptr,        nullptr};
 
 int ticket_body_stream(aws_s3_buffer_ticket *base, const aws_byte_buf *buf, aws_input_stream **out) noexcept {
   auto *t = static_cast<Ticket *>(base->impl);
@@ -745,9 +743,8 @@ int ticket_body_stream(aws_s3_buffer_ticket *base, const aws_byte_buf *buf, aws_
   s->base.impl = s;
   s->base.vtable = &g_lent_body_vtable;
   aws_ref_count_init(&s->base.ref_count, s, lent_body_destroy);
-  s->ticket = aws_s3_buffer_ticket_acquire(base);
+  aws_s3_buffer_ticket_acquire(base);
   s->t = t;
-  s->buf = buf->buffer;
   s->len = buf->len;
   lent_body_place(s, 0);
   *out = &s->base;
